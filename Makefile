@@ -1,0 +1,59 @@
+# fotakit — the two commands: `make demo` and `make test`.
+# Needs only Python >= 3.11, make and the usual Debian tools. Node.js/npm and Debian's
+# libcoap3-bin are installed for the interop tests when possible (Debian packages only as
+# root); tests whose peer is missing are skipped and say why.
+
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed-stamp
+PEERS  := tests/interop/peers
+PEERS_STAMP := $(PEERS)/node_modules/.installed-stamp
+
+.PHONY: test demo lint typecheck unit peers bench clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "fotakit needs Python >= 3.11"'
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[test]'
+	touch $@
+
+# Third-party LwM2M/CoAP peers for tests/interop. Best effort: a missing peer makes its
+# tests skip with the reason, it never fails the build here.
+peers: $(PEERS_STAMP) libcoap
+
+$(PEERS_STAMP): $(PEERS)/package.json $(wildcard $(PEERS)/package-lock.json)
+	@if command -v npm >/dev/null 2>&1; then \
+	  npm ci --prefix $(PEERS) --no-audit --no-fund --loglevel=error && touch $@; \
+	else echo "npm not found: lwm2m-node-lib interop tests will be skipped"; fi
+
+libcoap:
+	@if command -v coap-client-notls >/dev/null 2>&1; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	  (apt-get install -y -qq libcoap3-bin >/dev/null 2>&1 || \
+	   (apt-get update -qq && apt-get install -y -qq libcoap3-bin >/dev/null)) || \
+	  echo "could not install libcoap3-bin: libcoap interop tests will be skipped"; \
+	else echo "not root: libcoap3-bin not installed, libcoap interop tests will be skipped"; fi
+
+lint: $(STAMP)
+	$(BIN)/ruff check src tests bench
+	$(BIN)/ruff format --check src tests bench
+
+typecheck: $(STAMP)
+	$(BIN)/mypy
+
+unit: $(STAMP)
+	$(BIN)/pytest -q -ra
+
+test: $(STAMP) peers lint typecheck
+	$(BIN)/pytest -q -ra
+
+demo: $(STAMP)
+	$(BIN)/fotakit demo
+
+bench: $(STAMP)
+	$(BIN)/python bench/bench_lwm2m.py --write docs/benchmarks.md
+
+clean:
+	rm -rf $(VENV) $(PEERS)/node_modules .pytest_cache .mypy_cache .ruff_cache

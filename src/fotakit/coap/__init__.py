@@ -1,0 +1,66 @@
+"""The one place that knows aiocoap: contexts bound to an address, transport tuning.
+
+Everything else in fotakit speaks in terms of these helpers and of aiocoap's public
+vocabulary (``Message``, codes, ``Resource``). Retransmission and block-wise transfer are
+aiocoap's job (RFC 7252 §4.2, RFC 7959); we only choose its parameters.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import aiocoap
+from aiocoap.numbers.constants import TransportTuning
+
+
+@dataclass(frozen=True, slots=True)
+class TransportParams:
+    """CoAP retransmission parameters (RFC 7252 §4.8). NB-IoT links want long ACK timeouts.
+
+    ``request_timeout`` bounds one whole request/response exchange (including all
+    retransmissions and every block of a block-wise transfer) from the caller's side.
+    """
+
+    ack_timeout: float = 2.0
+    ack_random_factor: float = 1.5
+    max_retransmit: int = 4
+    request_timeout: float = 60.0
+
+    def tuning(self) -> TransportTuning:
+        """An aiocoap ``TransportTuning`` carrying these values, for ``Message(transport_tuning=)``."""
+        params = self
+
+        class _Tuning(TransportTuning):  # type: ignore[misc]
+            ACK_TIMEOUT = params.ack_timeout
+            ACK_RANDOM_FACTOR = params.ack_random_factor
+            MAX_RETRANSMIT = params.max_retransmit
+
+        return _Tuning()
+
+    @property
+    def max_transmit_wait(self) -> float:
+        """RFC 7252 §4.8.2 MAX_TRANSMIT_WAIT: how long a client in queue mode stays awake."""
+        return self.ack_timeout * (2 ** (self.max_retransmit + 1) - 1) * self.ack_random_factor
+
+
+async def create_endpoint(site: Any, host: str, port: int) -> tuple[aiocoap.Context, int]:
+    """Bind a UDP CoAP endpoint serving ``site`` on ``host:port`` (port 0 picks one).
+
+    The same context is used for outgoing requests, so they leave from the bound address
+    and port — which LwM2M needs: the server reaches a client at the address and port its
+    Register came from. Returns the context and the port actually bound.
+    """
+    ctx = await aiocoap.Context.create_server_context(site, bind=(host, port),
+                                                      transports=["udp6"])
+    return ctx, bound_port(ctx)
+
+
+def bound_port(ctx: aiocoap.Context) -> int:
+    """The local UDP port of a context created by :func:`create_endpoint`."""
+    for iface in ctx.request_interfaces:
+        message_interface = iface.token_interface.message_interface
+        transport = getattr(message_interface, "transport", None)
+        if transport is not None:
+            return int(transport.get_extra_info("socket").getsockname()[1])
+    raise RuntimeError("context has no UDP transport")
