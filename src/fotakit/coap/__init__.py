@@ -28,7 +28,7 @@ class TransportParams:
     request_timeout: float = 60.0
 
     def tuning(self) -> TransportTuning:
-        """An aiocoap ``TransportTuning`` carrying these values, for ``Message(transport_tuning=)``."""
+        """These values as an aiocoap ``TransportTuning``, for ``Message(transport_tuning=)``."""
         params = self
 
         class _Tuning(TransportTuning):  # type: ignore[misc]
@@ -41,7 +41,9 @@ class TransportParams:
     @property
     def max_transmit_wait(self) -> float:
         """RFC 7252 §4.8.2 MAX_TRANSMIT_WAIT: how long a client in queue mode stays awake."""
-        return self.ack_timeout * (2 ** (self.max_retransmit + 1) - 1) * self.ack_random_factor
+        return float(
+            self.ack_timeout * (2 ** (self.max_retransmit + 1) - 1) * self.ack_random_factor
+        )
 
 
 async def create_endpoint(site: Any, host: str, port: int) -> tuple[aiocoap.Context, int]:
@@ -51,8 +53,7 @@ async def create_endpoint(site: Any, host: str, port: int) -> tuple[aiocoap.Cont
     and port — which LwM2M needs: the server reaches a client at the address and port its
     Register came from. Returns the context and the port actually bound.
     """
-    ctx = await aiocoap.Context.create_server_context(site, bind=(host, port),
-                                                      transports=["udp6"])
+    ctx = await aiocoap.Context.create_server_context(site, bind=(host, port), transports=["udp6"])
     return ctx, bound_port(ctx)
 
 

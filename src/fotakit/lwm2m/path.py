@@ -19,7 +19,7 @@ class InvalidPath(ValueError):
     """A path string or component that is not a valid LwM2M path (answer 4.00 / 4.04)."""
 
 
-@dataclass(frozen=True, order=True, slots=True)
+@dataclass(frozen=True, slots=True)
 class Path:
     """An LwM2M path of depth 0 (root) to 4 (resource instance).
 
@@ -33,8 +33,7 @@ class Path:
 
     def __post_init__(self) -> None:
         seen_none = False
-        for part in (self.object_id, self.instance_id, self.resource_id,
-                     self.resource_instance_id):
+        for part in (self.object_id, self.instance_id, self.resource_id, self.resource_instance_id):
             if part is None:
                 seen_none = True
                 continue
@@ -44,8 +43,7 @@ class Path:
                 raise InvalidPath(f"component {part!r} is not an ID in 0..{MAX_ID}")
 
     def _raw(self) -> str:
-        return repr((self.object_id, self.instance_id, self.resource_id,
-                     self.resource_instance_id))
+        return repr((self.object_id, self.instance_id, self.resource_id, self.resource_instance_id))
 
     # -- construction ------------------------------------------------------------
     @classmethod
@@ -74,8 +72,9 @@ class Path:
     @property
     def depth(self) -> int:
         """0 root, 1 object, 2 object instance, 3 resource, 4 resource instance."""
-        for depth, part in enumerate((self.object_id, self.instance_id, self.resource_id,
-                                      self.resource_instance_id)):
+        for depth, part in enumerate(
+            (self.object_id, self.instance_id, self.resource_id, self.resource_instance_id)
+        ):
             if part is None:
                 return depth
         return 4
@@ -102,8 +101,11 @@ class Path:
 
     @property
     def ids(self) -> tuple[int, ...]:
-        return tuple(p for p in (self.object_id, self.instance_id, self.resource_id,
-                                 self.resource_instance_id) if p is not None)
+        return tuple(
+            p
+            for p in (self.object_id, self.instance_id, self.resource_id, self.resource_instance_id)
+            if p is not None
+        )
 
     @property
     def segments(self) -> tuple[str, ...]:
@@ -119,7 +121,8 @@ class Path:
     def child(self, child_id: int) -> Path:
         if self.depth == 4:
             raise InvalidPath("a resource instance has no children")
-        return Path(*self.ids, child_id)
+        ids: tuple[int, ...] = (*self.ids, child_id)  # one tuple: mypy can't count *a, b
+        return Path(*ids)
 
     def resource_path(self) -> Path:
         """The resource this path is or lies in (depth >= 3 required)."""
@@ -131,6 +134,28 @@ class Path:
         """True if ``prefix`` is this path or one of its ancestors."""
         p = prefix.ids
         return self.ids[: len(p)] == p
+
+    # Ordering compares the ID tuples, so an ancestor sorts before its descendants and
+    # paths of different depths compare (a dataclass order would compare None with int).
+    def __lt__(self, other: object) -> bool:
+        if not isinstance(other, Path):
+            return NotImplemented
+        return self.ids < other.ids
+
+    def __le__(self, other: object) -> bool:
+        if not isinstance(other, Path):
+            return NotImplemented
+        return self.ids <= other.ids
+
+    def __gt__(self, other: object) -> bool:
+        if not isinstance(other, Path):
+            return NotImplemented
+        return self.ids > other.ids
+
+    def __ge__(self, other: object) -> bool:
+        if not isinstance(other, Path):
+            return NotImplemented
+        return self.ids >= other.ids
 
     def __str__(self) -> str:
         return "/" + "/".join(self.segments)

@@ -1,0 +1,50 @@
+"""Configuration of the LwM2M server runtime.
+
+Defaults follow the spec where it has one: a queue-mode client stays awake for
+MAX_TRANSMIT_WAIT after its last message (TS Core 1.1.1 §6.5, RFC 7252 §4.8.2), so that is
+the default awake time.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from fotakit.coap import TransportParams
+from fotakit.lwm2m.model import ObjectRegistry
+
+
+def _builtin_registry() -> ObjectRegistry:
+    from fotakit.lwm2m.objects import builtin_registry
+
+    return builtin_registry()
+
+
+@dataclass(frozen=True, kw_only=True)
+class ServerConfig:
+    """Everything :class:`~fotakit.server.LwM2MServer` needs to run.
+
+    ``port`` 0 binds an ephemeral port (read it back from ``server.port``).
+    ``queue_awake_time`` None means ``transport.max_transmit_wait``.
+    ``max_register_rate`` is the sustained number of Register requests per second accepted
+    from one source host; ``register_burst`` is the token bucket's depth.
+    ``expiry_grace`` is added to a registration's lifetime before it expires, so an Update
+    sent at the last moment over a slow link is not lost to a race.
+    """
+
+    host: str = "127.0.0.1"
+    port: int = 5683
+    db_url: str = "sqlite:///fotakit.db"
+    transport: TransportParams = field(default_factory=TransportParams)
+    registry: ObjectRegistry = field(default_factory=_builtin_registry)
+    queue_awake_time: float | None = None
+    max_register_rate: float = 20.0
+    register_burst: int = 50
+    expiry_grace: float = 2.0
+    max_endpoint_length: int = 255
+
+    @property
+    def awake_time(self) -> float:
+        """Seconds a queue-mode client is considered awake after its last message."""
+        if self.queue_awake_time is not None:
+            return self.queue_awake_time
+        return self.transport.max_transmit_wait

@@ -1,0 +1,104 @@
+"""Opening a database: engine settings per backend and the schema version check.
+
+SQLite runs in WAL mode with ``synchronous=FULL`` by default. In WAL mode a commit is
+written to the log before ``COMMIT`` returns, so NORMAL would already survive a SIGKILL of
+the server; FULL additionally fsyncs the log on every commit, so a registration the
+server has acknowledged with 2.01 also survives a power cut or kernel crash. That costs one
+fsync per write, which the single store thread absorbs easily at registration rates;
+fleets that prefer throughput can pass ``sqlite_synchronous="NORMAL"`` and accept that the
+last few commits before a power loss may be rolled back (the clients then re-register
+after a 4.04 on their next Update, TS Core §6.2.2).
+
+Python 3.11's ``sqlite3`` only begins transactions before DML, so the store takes over
+transaction control: every transaction starts with an explicit ``BEGIN`` (``BEGIN
+IMMEDIATE`` for writes, which takes the write lock up front instead of failing with
+"database is locked" when a read-then-write transaction races another process).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Final, Literal
+
+from sqlalchemy import Connection, Engine, create_engine, event, insert, inspect, select
+from sqlalchemy.engine import URL
+from sqlalchemy.pool import ConnectionPoolEntry, StaticPool
+
+from fotakit.store.errors import SchemaVersionError, StoreError
+from fotakit.store.schema import FOTAKIT_TABLES, SCHEMA_VERSION, Base, SchemaVersionRow
+from fotakit.store.urls import redacted
+
+SqliteSynchronous = Literal["FULL", "NORMAL"]
+
+WRITE_OPTION: Final = "fotakit_write"
+_BUSY_TIMEOUT_MS: Final = 10_000
+
+
+def make_engine(url: URL, *, sqlite_synchronous: SqliteSynchronous = "FULL") -> Engine:
+    """An engine for the normalised ``url`` with fotakit's connection settings applied."""
+    if url.get_backend_name() == "sqlite":
+        return _sqlite_engine(url, sqlite_synchronous)
+    return create_engine(url, pool_pre_ping=True)
+
+
+def _sqlite_engine(url: URL, synchronous: SqliteSynchronous) -> Engine:
+    if synchronous not in ("FULL", "NORMAL"):
+        raise StoreError(f"sqlite_synchronous must be FULL or NORMAL, not {synchronous!r}")
+    database = url.database or ""
+    in_memory = database in ("", ":memory:")
+    if in_memory:
+        # One shared connection, or every connection would see its own empty database.
+        engine = create_engine(url, poolclass=StaticPool, connect_args={"check_same_thread": False})
+    else:
+        Path(database).parent.mkdir(parents=True, exist_ok=True)
+        engine = create_engine(url)
+
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_connection: Any, _record: ConnectionPoolEntry) -> None:
+        # Autocommit at the driver level; _on_begin issues BEGIN itself.
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        try:
+            cursor.execute(f"PRAGMA busy_timeout = {_BUSY_TIMEOUT_MS}")
+            cursor.execute("PRAGMA foreign_keys = ON")
+            if not in_memory:
+                mode = cursor.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+                if str(mode).lower() != "wal":
+                    raise StoreError(f"SQLite refused WAL mode for {database} (got {mode})")
+            cursor.execute(f"PRAGMA synchronous = {synchronous}")
+        finally:
+            cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(conn: Connection) -> None:
+        write = bool(conn.get_execution_options().get(WRITE_OPTION, False))
+        conn.exec_driver_sql("BEGIN IMMEDIATE" if write else "BEGIN")
+
+    return engine
+
+
+def ensure_schema(engine: Engine) -> None:
+    """Create the tables of a new database, or check the version of an existing one.
+
+    A database with a newer (or unknown) version is refused before anything is written.
+    """
+    url = redacted(engine.url)
+    with engine.execution_options(**{WRITE_OPTION: True}).begin() as conn:
+        existing = set(inspect(conn).get_table_names())
+        if SchemaVersionRow.__tablename__ in existing:
+            versions = list(conn.scalars(select(SchemaVersionRow.version)))
+            if len(versions) != 1:
+                raise StoreError(
+                    f"database {url} has {len(versions)} rows in schema_version, expected "
+                    "exactly 1; it was not written by fotakit or is damaged"
+                )
+            if versions[0] != SCHEMA_VERSION:
+                raise SchemaVersionError(versions[0], SCHEMA_VERSION, url)
+        elif existing & FOTAKIT_TABLES:
+            raise StoreError(
+                f"database {url} has tables {sorted(existing & FOTAKIT_TABLES)} but no "
+                "schema_version table; it was not created by fotakit"
+            )
+        Base.metadata.create_all(conn)
+        if SchemaVersionRow.__tablename__ not in existing:
+            conn.execute(insert(SchemaVersionRow).values(id=1, version=SCHEMA_VERSION))
