@@ -86,6 +86,8 @@ class DeviceState:
     failures: dict[tuple[str, Path], Code] = field(default_factory=dict)
     on_request: Callable[[Seen], None] | None = None
     next_instance: int = 1
+    # Formats this device does not implement: Accept → 4.06, Content-Format → 4.15.
+    refused_formats: set[int] = field(default_factory=set)
     observation_ended: asyncio.Event = field(default_factory=asyncio.Event)
 
 
@@ -131,6 +133,8 @@ class DeviceResource(aiocoap.resource.ObservableResource, aiocoap.resource.PathC
         failure = self.state.failures.get(("GET", path))
         if failure is not None:
             return aiocoap.Message(code=failure, payload=b"refused")
+        if request.opt.accept in self.state.refused_formats:
+            return aiocoap.Message(code=Code.NOT_ACCEPTABLE)
         content = self._content(path)
         if not content:
             return aiocoap.Message(code=Code.NOT_FOUND)
@@ -146,6 +150,8 @@ class DeviceResource(aiocoap.resource.ObservableResource, aiocoap.resource.PathC
         failure = self.state.failures.get(("PUT", path))
         if failure is not None:
             return aiocoap.Message(code=failure)
+        if request.opt.content_format in self.state.refused_formats:
+            return aiocoap.Message(code=Code.UNSUPPORTED_CONTENT_FORMAT)
         if request.opt.content_format is not None and request.payload:
             decoded = codecs.decode(
                 request.opt.content_format, path, bytes(request.payload), self.state.registry

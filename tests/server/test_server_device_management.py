@@ -147,7 +147,7 @@ async def test_create_returns_the_location_and_delete_sends_delete(
 @pytest.mark.parametrize(
     ("version", "payload", "path", "expected"),
     [
-        ("1.0", b"</3/0>", "/3/0/0", ContentFormat.TLV),
+        ("1.0", b"</3/0>", "/3/0/0", ContentFormat.TEXT),
         ("1.0", b"</3/0>", "/3/0", ContentFormat.TLV),
         ("1.1", SENML_PAYLOAD, "/3/0/0", ContentFormat.SENML_CBOR),
         ("1.1", SENML_JSON_ONLY, "/3/0", ContentFormat.SENML_JSON),
@@ -167,6 +167,29 @@ async def test_read_accept_follows_version_and_advertised_formats(
     content = await server.read("dev1", path)
     assert device.seen[-1].accept == expected
     assert content[Path(3, 0, 0)] == "fotakit test device"
+
+
+async def test_tlv_only_1_0_client_is_asked_again_in_tlv_after_refusing_text(
+    server: LwM2MServer, device: FakeDevice
+) -> None:
+    device.state.refused_formats.add(int(ContentFormat.TEXT))
+    await device.register(server.port, "dev1", version="1.0", payload=b"</3/0>")
+    assert await server.read_value("dev1", "/3/0/0") == "fotakit test device"
+    assert [s.accept for s in device.seen[-2:]] == [ContentFormat.TEXT, ContentFormat.TLV]
+    await server.write("dev1", "/3/0/15", "Europe/Paris")
+    assert [s.content_format for s in device.seen[-2:]] == [ContentFormat.TEXT, ContentFormat.TLV]
+    assert device.state.values[Path(3, 0, 15)] == "Europe/Paris"
+
+
+async def test_explicit_text_refused_by_a_1_0_client_is_not_retried(
+    server: LwM2MServer, device: FakeDevice
+) -> None:
+    device.state.refused_formats.add(int(ContentFormat.TEXT))
+    await device.register(server.port, "dev1", version="1.0", payload=b"</3/0>")
+    with pytest.raises(DeviceError) as info:
+        await server.read("dev1", "/3/0/0", format=ContentFormat.TEXT)
+    assert info.value.code == "4.06"
+    assert len([s for s in device.seen if s.method == "GET"]) == 1
 
 
 async def test_explicit_format_wins_over_negotiation(

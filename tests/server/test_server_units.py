@@ -44,10 +44,12 @@ def registration(version: str = "1.1", formats: tuple[int, ...] = ()) -> Registr
 @pytest.mark.parametrize(
     ("version", "formats", "path", "writing", "expected"),
     [
-        ("1.0", (), Path(3, 0, 0), False, ContentFormat.TLV),
+        ("1.0", (), Path(3, 0, 0), False, ContentFormat.TEXT),
+        ("1.0", (), Path(3, 0, 0), True, ContentFormat.TEXT),
+        ("1.0", (), Path(3, 0, 6), False, ContentFormat.TLV),
         ("1.0", (112,), Path(3, 0), False, ContentFormat.TLV),
         ("1.0", (), Path(5, 0, 0), True, ContentFormat.OPAQUE),
-        ("1.0", (), Path(5, 0, 0), False, ContentFormat.TLV),
+        ("1.0", (), Path(5, 0, 0), False, ContentFormat.OPAQUE),
         ("1.1", (110, 112), Path(3, 0), False, ContentFormat.SENML_CBOR),
         ("1.1", (110,), Path(3, 0, 0), False, ContentFormat.SENML_JSON),
         ("1.1", (), Path(3, 0, 0), False, ContentFormat.TEXT),

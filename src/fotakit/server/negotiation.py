@@ -6,8 +6,12 @@ JSON, and SHOULD NOT use TLV. A client lists its optional formats in the ``ct`` 
 of the root link of its Register payload. The rule, first match wins:
 
 1. an explicit ``format=`` from the caller;
-2. LwM2M 1.0: TLV for everything, except opaque for a Write of an Opaque single resource
-   (a firmware push to /5/0/0 is sent as application/octet-stream by every major stack);
+2. LwM2M 1.0: a single value as text/plain (opaque for an Opaque resource: a firmware
+   push to /5/0/0 is sent as application/octet-stream by every major stack), everything
+   else as TLV. TLV is the only format a 1.0 client MUST support, but stacks of that era
+   (lwm2m-node-lib, whose CoAP layer drops requests with an Accept of 11542 it does not
+   know) answer single values only in text; a client that refuses text/plain with 4.06 or
+   4.15 is asked again in TLV (:func:`fallback_format`);
 3. LwM2M 1.1+: an Opaque single resource: opaque;
 4. SenML CBOR if advertised, else SenML JSON if advertised, else LwM2M CBOR (1.2) if
    advertised;
@@ -55,7 +59,9 @@ def choose_format(
     single = is_single_value(path, registry)
     opaque = single and _is_opaque(path, registry)
     if registration.version < (1, 1):
-        return ContentFormat.OPAQUE if (writing and opaque) else ContentFormat.TLV
+        if single:
+            return ContentFormat.OPAQUE if opaque else ContentFormat.TEXT
+        return ContentFormat.TLV
     if opaque:
         return ContentFormat.OPAQUE
     advertised = registration.content_formats
@@ -67,3 +73,17 @@ def choose_format(
     if single:
         return ContentFormat.TEXT
     return ContentFormat.TLV
+
+
+def fallback_format(
+    registration: Registration, chosen: ContentFormat, code: str
+) -> ContentFormat | None:
+    """A second format to try after the client refused ``chosen`` with ``code``, if any.
+
+    Only for negotiated (not explicit) formats on 1.0 clients: text/plain refused with 4.06
+    Not Acceptable or 4.15 Unsupported Content-Format falls back to TLV, the 1.0 mandatory
+    format.
+    """
+    if registration.version < (1, 1) and chosen is ContentFormat.TEXT and code in ("4.06", "4.15"):
+        return ContentFormat.TLV
+    return None

@@ -79,7 +79,7 @@ from fotakit.server.events import (
     Subscription,
     Updated,
 )
-from fotakit.server.negotiation import choose_format
+from fotakit.server.negotiation import choose_format, fallback_format
 from fotakit.server.observations import Observation
 from fotakit.server.persistence import from_record, to_record
 from fotakit.server.queue import AwakeTracker, PendingQueues, PendingRequest
@@ -473,6 +473,11 @@ class LwM2MServer:
         fmt = choose_format(reg, p, self._registry, explicit=format)
         spec = RequestSpec(operation="read", method="GET", path=p, accept=int(fmt))
         _, response = await self._request(reg, spec)
+        retry = None if format is not None else fallback_format(reg, fmt, code_text(response.code))
+        if retry is not None:
+            fmt = retry
+            spec = RequestSpec(operation="read", method="GET", path=p, accept=int(fmt))
+            _, response = await self._request(reg, spec)
         self._check(response)
         return self._decode(response, p, fmt)
 
@@ -504,16 +509,21 @@ class LwM2MServer:
             if p.depth < 3:
                 raise ValueError(f"a single value needs a resource path, not {p}")
             content = {p: content_or_value}
-        fmt = choose_format(reg, p, self._registry, writing=True, explicit=format)
-        payload = codecs.encode(fmt, p, content, self._registry)
-        spec = RequestSpec(
-            operation="write" if replace else "write-partial",
-            method="PUT" if replace else "POST",
-            path=p,
-            payload=payload,
-            content_format=int(fmt),
+        fmt: ContentFormat | None = choose_format(
+            reg, p, self._registry, writing=True, explicit=format
         )
-        _, response = await self._request(reg, spec)
+        while fmt is not None:
+            spec = RequestSpec(
+                operation="write" if replace else "write-partial",
+                method="PUT" if replace else "POST",
+                path=p,
+                payload=codecs.encode(fmt, p, content, self._registry),
+                content_format=int(fmt),
+            )
+            _, response = await self._request(reg, spec)
+            fmt = (
+                None if format is not None else fallback_format(reg, fmt, code_text(response.code))
+            )
         self._check(response)
 
     async def execute(
