@@ -5,33 +5,35 @@ interface, §6.4 observations, §8.3 queue mode). Each public method is one tran
 it either commits completely or raises and leaves the database as it was. Records go in
 and come out as the frozen dataclasses of :mod:`fotakit.store.records`.
 
-The server uses :class:`fotakit.store.AsyncStore`, which runs these methods on one worker
-thread; this class is also usable directly from scripts, the CLI and tests.
+Writes are built by :mod:`fotakit.store.writes` (validated, as Core statements) and run
+by :meth:`Store.apply` alone or by :meth:`Store.apply_batch` several to one transaction
+(group commit). The server uses :class:`fotakit.store.AsyncStore`, which runs this class
+on one worker thread and batches the writes that wait; this class is also usable directly
+from scripts, the CLI and tests.
 """
 
 from __future__ import annotations
 
-import dataclasses
-from collections.abc import Iterator
+import logging
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from datetime import datetime
-from typing import Any, Final, Literal, TypedDict, Unpack
+from typing import Any, Literal, TypeVar, Unpack
 
-from sqlalchemy import Engine, delete, select
+from sqlalchemy import Connection, Engine, select
 from sqlalchemy.engine import URL
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
-from fotakit.store import validate
+from fotakit.store import validate, writes
 from fotakit.store.engine import WRITE_OPTION, SqliteSynchronous, ensure_schema, make_engine
-from fotakit.store.errors import Conflict, InvalidRecord, StoreClosed, UnknownRegistration
+from fotakit.store.errors import Conflict, StoreClosed
 from fotakit.store.records import (
     DeviceRecord,
     JsonObject,
     ObservationRecord,
     PendingRequestRecord,
     RegistrationRecord,
-    utcnow,
 )
 from fotakit.store.schema import (
     DeviceRow,
@@ -40,25 +42,13 @@ from fotakit.store.schema import (
     RegistrationRow,
 )
 from fotakit.store.urls import parse_url, redacted
+from fotakit.store.writes import Outcome, RegistrationChanges, Write
 
+__all__ = ["Outcome", "RegistrationChanges", "Store", "Write"]
 
-class RegistrationChanges(TypedDict, total=False):
-    """What a registration Update (TS Core §6.2.2) or a new source address may change."""
+log = logging.getLogger("fotakit.store")
 
-    address: str
-    port: int
-    lifetime: int
-    binding: str
-    queue_mode: bool
-    sms: str | None
-    root_path: str
-    object_links: str
-    content_formats: tuple[int, ...]
-    last_update: datetime
-    expires_at: datetime | None
-
-
-_CHANGEABLE: Final = frozenset(RegistrationChanges.__annotations__)
+T = TypeVar("T")
 
 
 class Store:
@@ -68,9 +58,7 @@ class Store:
         """Use :meth:`open`; this takes an engine whose schema is already checked."""
         self._engine = engine
         self._reads = sessionmaker(bind=engine, expire_on_commit=False)
-        self._writes = sessionmaker(
-            bind=engine.execution_options(**{WRITE_OPTION: True}), expire_on_commit=False
-        )
+        self._write_engine = engine.execution_options(**{WRITE_OPTION: True})
         self._closed = False
 
     @classmethod
@@ -118,13 +106,58 @@ class Store:
             yield session
 
     @contextmanager
-    def _write(self) -> Iterator[Session]:
+    def _write(self) -> Iterator[Connection]:
         self._check_open()
         try:
-            with self._writes.begin() as session:
-                yield session
+            with self._write_engine.begin() as conn:
+                yield conn
         except IntegrityError as exc:
             raise Conflict(f"write refused by a database constraint: {exc.orig}") from exc
+
+    def apply(self, op: Write[T]) -> T:
+        """Run one write from :mod:`fotakit.store.writes` in a transaction of its own."""
+        with self._write() as conn:
+            return op.run(conn)
+
+    def apply_batch(self, ops: Sequence[Write[Any]]) -> list[Outcome[Any]]:
+        """Run ``ops`` in order in one transaction: one commit (one fsync) for them all.
+
+        Returns one :class:`Outcome` per op, in order. Each op's outcome is what it would
+        have been had the ops been applied one after the other with :meth:`apply`:
+
+        * If an op raises, the batch transaction is rolled back and the ops are applied
+          again one by one, each in its own transaction, so a bad op fails alone and its
+          neighbours still commit.
+        * If the database refuses to begin or to commit the batch, no op ran or none is
+          kept; every op gets that error (each would have hit it alone too).
+        """
+        if len(ops) == 1:
+            return [self._apply_alone(ops[0])]
+        try:
+            with self._write() as conn:
+                results: list[Any] = []
+                for op in ops:
+                    try:
+                        results.append(op.run(conn))
+                    except Exception as exc:
+                        raise _OpFailed(op) from exc
+        except _OpFailed as failed:
+            log.debug(
+                "batch of %d writes rolled back (%s failed: %r); applying them one by one",
+                len(ops),
+                failed.op.name,
+                failed.__cause__,
+            )
+            return [self._apply_alone(op) for op in ops]
+        except Exception as exc:
+            return [Outcome(error=exc) for _ in ops]
+        return [Outcome(value=result) for result in results]
+
+    def _apply_alone(self, op: Write[Any]) -> Outcome[Any]:
+        try:
+            return Outcome(value=self.apply(op))
+        except Exception as exc:
+            return Outcome(error=exc)
 
     def _check_open(self) -> None:
         if self._closed:
@@ -140,41 +173,7 @@ class Store:
         any, so the caller can forget its in-memory state. Raises :class:`Conflict` if
         ``rec.registration_id`` belongs to another endpoint's registration.
         """
-        validate.registration(rec)
-        with self._write() as session:
-            old = session.scalars(
-                select(RegistrationRow).where(RegistrationRow.endpoint == rec.endpoint)
-            ).one_or_none()
-            replaced = None if old is None else old.to_record()
-            if old is not None:
-                # A bulk DELETE, so the database's ON DELETE CASCADE drops the observations.
-                session.execute(
-                    delete(RegistrationRow).where(
-                        RegistrationRow.registration_id == old.registration_id
-                    ),
-                    execution_options={"synchronize_session": False},
-                )
-                session.expunge(old)
-            device = session.get(DeviceRow, rec.endpoint)
-            if device is None:
-                session.add(
-                    DeviceRow(
-                        endpoint=rec.endpoint,
-                        first_seen=rec.registered_at,
-                        last_seen=rec.registered_at,
-                        lwm2m_version=rec.lwm2m_version,
-                        last_registration_id=rec.registration_id,
-                        attributes={},
-                    )
-                )
-            else:
-                device.last_seen = rec.registered_at
-                device.lwm2m_version = rec.lwm2m_version
-                device.last_registration_id = rec.registration_id
-            session.flush()
-            session.add(RegistrationRow.from_record(rec))
-            session.flush()
-        return replaced
+        return self.apply(writes.upsert_registration(rec))
 
     def update_registration(
         self, registration_id: str, /, **changes: Unpack[RegistrationChanges]
@@ -183,41 +182,11 @@ class Store:
 
         A new ``last_update`` also becomes the device's ``last_seen``.
         """
-        unknown = set(changes) - _CHANGEABLE
-        if unknown:
-            raise InvalidRecord(
-                f"cannot change {sorted(unknown)} of a registration; changeable fields are "
-                f"{sorted(_CHANGEABLE)}"
-            )
-        with self._write() as session:
-            row = session.get(RegistrationRow, registration_id)
-            if row is None:
-                return None
-            updated = dataclasses.replace(row.to_record(), **changes)
-            validate.registration(updated)
-            new_row = RegistrationRow.from_record(updated)
-            for name in changes:
-                setattr(row, name, getattr(new_row, name))
-            if "last_update" in changes:
-                device = session.get(DeviceRow, row.endpoint)
-                if device is not None:
-                    device.last_seen = updated.last_update
-            session.flush()
-            return updated
+        return self.apply(writes.update_registration(registration_id, **changes))
 
     def delete_registration(self, registration_id: str) -> RegistrationRecord | None:
         """Delete a registration and its observations; return it, or ``None`` if absent."""
-        with self._write() as session:
-            row = session.get(RegistrationRow, registration_id)
-            if row is None:
-                return None
-            record = row.to_record()
-            session.execute(
-                delete(RegistrationRow).where(RegistrationRow.registration_id == registration_id),
-                execution_options={"synchronize_session": False},
-            )
-            session.expunge(row)
-            return record
+        return self.apply(writes.delete_registration(registration_id))
 
     def get_registration(self, registration_id: str) -> RegistrationRecord | None:
         with self._read() as session:
@@ -261,29 +230,11 @@ class Store:
         :class:`InvalidRecord` if ``rec.endpoint`` is not that registration's endpoint,
         :class:`Conflict` if the observation ID is taken.
         """
-        validate.observation(rec)
-        with self._write() as session:
-            registration = session.get(RegistrationRow, rec.registration_id)
-            if registration is None:
-                raise UnknownRegistration(rec.registration_id)
-            if registration.endpoint != rec.endpoint:
-                raise InvalidRecord(
-                    f"observation endpoint {rec.endpoint!r} differs from the endpoint "
-                    f"{registration.endpoint!r} of registration {rec.registration_id!r}"
-                )
-            session.add(ObservationRow.from_record(rec))
-            session.flush()
-        return rec
+        return self.apply(writes.add_observation(rec))
 
     def delete_observation(self, observation_id: str) -> ObservationRecord | None:
         """Delete an observation; return it, or ``None`` if there was none."""
-        with self._write() as session:
-            row = session.get(ObservationRow, observation_id)
-            if row is None:
-                return None
-            record = row.to_record()
-            session.delete(row)
-            return record
+        return self.apply(writes.delete_observation(observation_id))
 
     def get_observation(self, observation_id: str) -> ObservationRecord | None:
         with self._read() as session:
@@ -315,16 +266,7 @@ class Store:
 
     def set_device_attributes(self, endpoint: str, attributes: JsonObject) -> DeviceRecord | None:
         """Replace a device's free-form JSON attributes; ``None`` if the device is unknown."""
-        validate.json_object("attributes", attributes)
-        with self._write() as session:
-            row = session.get(DeviceRow, endpoint)
-            if row is None:
-                return None
-            row.attributes = dict(attributes)
-            session.flush()
-            return row.to_record()
-
-    # -- queue mode: pending requests ---------------------------------------------------
+        return self.apply(writes.set_device_attributes(endpoint, attributes))
 
     def enqueue_pending_request(
         self,
@@ -338,22 +280,17 @@ class Store:
         created_at: datetime | None = None,
     ) -> PendingRequestRecord:
         """Queue a request for a sleeping client; IDs increase in enqueue order."""
-        opts: JsonObject = {} if options is None else options
-        when = utcnow() if created_at is None else created_at
-        validate.pending_request(endpoint, operation, path, payload, content_format, opts, when)
-        with self._write() as session:
-            row = PendingRequestRow(
-                endpoint=endpoint,
-                created_at=when,
-                operation=operation,
-                path=path,
+        return self.apply(
+            writes.enqueue_pending_request(
+                endpoint,
+                operation,
+                path,
                 payload=payload,
                 content_format=content_format,
-                options=dict(opts),
+                options=options,
+                created_at=created_at,
             )
-            session.add(row)
-            session.flush()
-            return row.to_record()
+        )
 
     def list_pending_requests(self, endpoint: str | None = None) -> list[PendingRequestRecord]:
         """Queued requests for one endpoint, or for all, in enqueue (FIFO) order."""
@@ -365,20 +302,16 @@ class Store:
 
     def delete_pending_request(self, request_id: int) -> PendingRequestRecord | None:
         """Remove one queued request (sent or abandoned); ``None`` if it was not queued."""
-        with self._write() as session:
-            row = session.get(PendingRequestRow, request_id)
-            if row is None:
-                return None
-            record = row.to_record()
-            session.delete(row)
-            return record
+        return self.apply(writes.delete_pending_request(request_id))
 
     def clear_pending_requests(self, endpoint: str) -> int:
         """Remove every queued request for ``endpoint``; return how many were removed."""
-        with self._write() as session:
-            result = session.execute(
-                delete(PendingRequestRow).where(PendingRequestRow.endpoint == endpoint),
-                execution_options={"synchronize_session": False},
-            )
-            count: Any = getattr(result, "rowcount", 0)
-            return int(count)
+        return self.apply(writes.clear_pending_requests(endpoint))
+
+
+class _OpFailed(Exception):
+    """An op of a batch raised (its exception is the ``__cause__``)."""
+
+    def __init__(self, op: Write[Any]) -> None:
+        super().__init__(op.name)
+        self.op = op

@@ -11,7 +11,9 @@ import json
 import math
 import re
 from collections.abc import Mapping
-from datetime import datetime
+from dataclasses import replace
+from datetime import UTC, datetime
+from typing import Any, Final
 
 from fotakit.store.errors import InvalidRecord
 from fotakit.store.records import (
@@ -147,6 +149,27 @@ def registration(rec: RegistrationRecord) -> RegistrationRecord:
     if rec.expires_at is not None:
         aware("expires_at", rec.expires_at)
     return rec
+
+
+_VALID_REGISTRATION: Final = RegistrationRecord(
+    registration_id="x",
+    endpoint="x",
+    address="x",
+    port=0,
+    lifetime=0,
+    registered_at=datetime(2000, 1, 1, tzinfo=UTC),
+    last_update=datetime(2000, 1, 1, tzinfo=UTC),
+    expires_at=None,
+)
+
+
+def registration_changes(changes: Mapping[str, Any]) -> None:
+    """Check the new values of a registration Update before the stored row is read.
+
+    Every rule of :func:`registration` concerns one field, so the changed values checked
+    on top of a record known to be valid get exactly the errors they would get in place.
+    """
+    registration(replace(_VALID_REGISTRATION, **changes))
 
 
 def observation(rec: ObservationRecord) -> ObservationRecord:

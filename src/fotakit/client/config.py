@@ -1,0 +1,85 @@
+"""Client configuration: who we are, which server we register with, and how we time it.
+
+TS Core 1.1.1 §6.2 (Register and Update parameters: ``ep``, ``lt``, ``lwm2m``, ``b``,
+``Q``) and §6.2.2 (the client sends an Update before its Lifetime expires).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from fotakit.coap import TransportParams
+
+#: The registration lifetime when none is configured (TS Core: ``lt`` default).
+DEFAULT_LIFETIME = 86400
+
+# An Update is sent at least this long before the lifetime ends, and at least 10 % of it.
+_MIN_MARGIN = 5.0
+_MARGIN_FRACTION = 0.1
+
+
+def default_update_margin(lifetime: float) -> float:
+    """How long before ``lifetime`` ends the client sends its Registration Update.
+
+    10 % of the lifetime, but at least a few seconds so retransmissions fit, and never more
+    than half the lifetime so a short lifetime still leaves room between Updates.
+    """
+    if lifetime <= 0:
+        return 0.0
+    return min(max(lifetime * _MARGIN_FRACTION, _MIN_MARGIN), lifetime / 2)
+
+
+@dataclass(frozen=True, slots=True)
+class ClientConfig:
+    """Everything the client runtime needs that is not an object instance.
+
+    ``lifetime`` 0 means "no Updates needed" (TS: infinite). ``update_margin`` None picks
+    :func:`default_update_margin`; an explicit value is clamped to ``[0, lifetime/2]``.
+    ``register_retry_initial`` and ``register_retry_max`` bound the exponential backoff
+    after a failed Register; ``max_register_attempts`` 0 retries as long as the client
+    runs. ``awake_window`` None uses MAX_TRANSMIT_WAIT of ``transport`` (queue mode).
+    ``confirmable_notifications`` picks CON (True) or NON (False) Observe notifications.
+    """
+
+    endpoint: str
+    server_uri: str = "coap://127.0.0.1:5683"
+    lifetime: int = DEFAULT_LIFETIME
+    lwm2m_version: str = "1.1"
+    binding: str = "U"
+    queue_mode: bool = False
+    local_host: str = "127.0.0.1"
+    local_port: int = 0
+    transport: TransportParams = field(default_factory=TransportParams)
+    update_margin: float | None = None
+    short_server_id: int = 1
+    register_retry_initial: float = 1.0
+    register_retry_max: float = 60.0
+    max_register_attempts: int = 0
+    awake_window: float | None = None
+    confirmable_notifications: bool = True
+    sms_number: str | None = None
+
+    def __post_init__(self) -> None:
+        if not self.endpoint:
+            raise ValueError("endpoint name must not be empty")
+        if self.lifetime < 0:
+            raise ValueError("lifetime must be >= 0")
+        if not 1 <= self.short_server_id <= 65534:
+            raise ValueError("short server ID must be in 1..65534")
+        if not 0 < self.register_retry_initial <= self.register_retry_max:
+            raise ValueError("need 0 < register_retry_initial <= register_retry_max")
+
+    def margin_for(self, lifetime: float) -> float:
+        """The Update margin for a (possibly server-written) ``lifetime``."""
+        if lifetime <= 0:
+            return 0.0
+        if self.update_margin is None:
+            return default_update_margin(lifetime)
+        return min(max(self.update_margin, 0.0), lifetime / 2)
+
+    @property
+    def awake_seconds(self) -> float:
+        """How long a queue-mode client stays reachable after each message it sends."""
+        if self.awake_window is not None:
+            return self.awake_window
+        return self.transport.max_transmit_wait
