@@ -9,6 +9,11 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 PEERS  := tests/interop/peers
 PEERS_STAMP := $(PEERS)/node_modules/.installed-stamp
+# An independent COSE implementation (cwt) for cross-checking our signatures. cwt pins
+# cbor2 < 6 while fotakit uses cbor2 6, so it lives in a venv of its own.
+COSE_PEER := tests/packages/cose_peer
+COSE_VENV := .venv-cose
+COSE_STAMP := $(COSE_VENV)/.installed-stamp
 
 .PHONY: test demo lint typecheck unit peers bench clean
 
@@ -21,7 +26,12 @@ $(STAMP): pyproject.toml
 
 # Third-party LwM2M/CoAP peers for tests/interop. Best effort: a missing peer makes its
 # tests skip with the reason, it never fails the build here.
-peers: $(PEERS_STAMP) libcoap
+peers: $(PEERS_STAMP) libcoap $(COSE_STAMP)
+
+$(COSE_STAMP): $(COSE_PEER)/requirements.txt
+	test -x $(COSE_VENV)/bin/python || $(PYTHON) -m venv $(COSE_VENV)
+	$(COSE_VENV)/bin/python -m pip install --quiet -r $(COSE_PEER)/requirements.txt
+	touch $@
 
 $(PEERS_STAMP): $(PEERS)/package.json $(wildcard $(PEERS)/package-lock.json)
 	@if command -v npm >/dev/null 2>&1; then \
@@ -56,4 +66,4 @@ bench: $(STAMP)
 	$(BIN)/python bench/bench_lwm2m.py --write docs/benchmarks.md
 
 clean:
-	rm -rf $(VENV) $(PEERS)/node_modules .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) $(COSE_VENV) $(PEERS)/node_modules .pytest_cache .mypy_cache .ruff_cache
