@@ -7,12 +7,19 @@ aiocoap's job (RFC 7252 §4.2, RFC 7959); we only choose its parameters.
 
 from __future__ import annotations
 
-import socket
+import os
 from dataclasses import dataclass
 from typing import Any
 
 import aiocoap
 from aiocoap.numbers.constants import TransportTuning
+
+# aiocoap binds UDP sockets with SO_REUSEPORT unless told otherwise. With it, the kernel
+# hands the same ephemeral port to two sockets (seen: 129 duplicates in 3000 binds to port
+# 0) and lets a second server bind a busy port, after which each socket gets a share of
+# the other's datagrams: Registers and answers go missing. aiocoap's documented switch
+# turns it off for the whole process; a user who really wants it can set it to 1.
+os.environ.setdefault("AIOCOAP_REUSE_PORT", "0")
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,24 +61,8 @@ async def create_endpoint(site: Any, host: str, port: int) -> tuple[aiocoap.Cont
     and port — which LwM2M needs: the server reaches a client at the address and port its
     Register came from. Returns the context and the port actually bound.
     """
-    if port:
-        _ensure_port_free(host, port)
     ctx = await aiocoap.Context.create_server_context(site, bind=(host, port), transports=["udp6"])
     return ctx, bound_port(ctx)
-
-
-def _ensure_port_free(host: str, port: int) -> None:
-    """Refuse a UDP port that another socket holds.
-
-    aiocoap binds its server sockets with SO_REUSEPORT, so a second server on a busy port
-    would bind too and the kernel would share the datagrams between the two: half the
-    Registers to one process, half to the other. A plain bind without SO_REUSEPORT fails
-    with EADDRINUSE instead, which is what an operator expects.
-    """
-    infos = socket.getaddrinfo(host, port, type=socket.SOCK_DGRAM)
-    family, _, _, _, address = infos[0]
-    with socket.socket(family, socket.SOCK_DGRAM) as probe:
-        probe.bind(address)
 
 
 def bound_port(ctx: aiocoap.Context) -> int:

@@ -8,6 +8,7 @@ the default awake time.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 from fotakit.coap import TransportParams
 from fotakit.lwm2m.model import ObjectRegistry
@@ -29,6 +30,8 @@ class ServerConfig:
     from one source host; ``register_burst`` is the token bucket's depth.
     ``expiry_grace`` is added to a registration's lifetime before it expires, so an Update
     sent at the last moment over a slow link is not lost to a race.
+    ``extra_resources`` are (path, aiocoap resource) pairs mounted next to ``/rd`` on the
+    same port, e.g. the firmware repository's ``/fw`` (``fotakit.repository.coap``).
     """
 
     host: str = "127.0.0.1"
@@ -41,6 +44,7 @@ class ServerConfig:
     register_burst: int = 50
     expiry_grace: float = 2.0
     max_endpoint_length: int = 255
+    extra_resources: tuple[tuple[tuple[str, ...], Any], ...] = ()
 
     @property
     def awake_time(self) -> float:

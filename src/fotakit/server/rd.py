@@ -34,8 +34,25 @@ if TYPE_CHECKING:
 log = logging.getLogger("fotakit.server")
 
 
+_V4_MAPPED = "::ffff:"
+
+
 def remote_host_port(remote: Any) -> tuple[str, int]:
     """The source host and port of a request (IPv4-mapped IPv6 shown as plain IPv4)."""
+    # Fast path for aiocoap's UDP transport (every Register pays this): an IPv4 client
+    # on the dual-stack socket has a sockaddr ("::ffff:a.b.c.d", port, flow, scope 0),
+    # and the kernel writes that mapped form one way only, so slicing it gives exactly
+    # what the generic hostinfo parsing below gives, without its ipaddress round trips.
+    sockaddr = getattr(remote, "sockaddr", None)
+    if type(sockaddr) is tuple and len(sockaddr) == 4 and sockaddr[3] == 0:
+        address, port = sockaddr[0], sockaddr[1]
+        if (
+            type(address) is str
+            and type(port) is int
+            and address.startswith(_V4_MAPPED)
+            and address.count(".") == 3
+        ):
+            return address[len(_V4_MAPPED) :], port or 5683
     parts = urlsplit("coap://" + str(remote.hostinfo))
     host = parts.hostname or ""
     port = parts.port or 5683
@@ -119,4 +136,6 @@ def build_site(server: LwM2MServer) -> aiocoap.resource.Site:
     site = aiocoap.resource.Site()
     site.add_resource(["rd"], RegisterResource(server))
     site.add_resource(["rd"], RegistrationResource(server))
+    for path, resource in server.config.extra_resources:
+        site.add_resource(list(path), resource)
     return site

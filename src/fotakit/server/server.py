@@ -79,6 +79,7 @@ from fotakit.server.events import (
     Subscription,
     Updated,
 )
+from fotakit.server.locks import KeyedLock
 from fotakit.server.negotiation import choose_format, fallback_format
 from fotakit.server.observations import Observation
 from fotakit.server.persistence import from_record, to_record
@@ -128,7 +129,7 @@ class LwM2MServer:
         self._dormant: dict[str, list[ObservationRecord]] = {}  # by registration ID
         self._flushers: dict[str, asyncio.Task[None]] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
-        self._lock = asyncio.Lock()
+        self._locks = KeyedLock()  # per endpoint: registration changes stay in order
         self._expiry_heap: list[tuple[float, str]] = []
         self._expiry_wake = asyncio.Event()
         self._expiry_task: asyncio.Task[None] | None = None
@@ -275,7 +276,7 @@ class LwM2MServer:
                 f"{self.config.max_endpoint_length} accepted"
             )
         now = utcnow()
-        async with self._lock:
+        async with self._locks.hold(params.endpoint):
             reg = Registration(
                 registration_id=new_registration_id(),
                 endpoint=params.endpoint,
@@ -303,7 +304,8 @@ class LwM2MServer:
             self._drop_observations(old, "re-registered", delete=False)
         self._awake.heard_from(reg.endpoint)
         self._schedule_expiry(reg)
-        log.info("registered %s", reg.summary())
+        if log.isEnabledFor(logging.INFO):
+            log.info("registered %s", reg.summary())
         self._bus.publish(Registered(endpoint=reg.endpoint, registration=reg, replaced=old))
         self._kick(reg.endpoint)
         response = aiocoap.Message(code=aiocoap.CREATED)
@@ -321,7 +323,7 @@ class LwM2MServer:
             query, payload, lwm2m_version=current.lwm2m_version if current else None
         )
         now = utcnow()
-        async with self._lock:
+        async with self._locks.hold(endpoint):
             previous = self._regs.get(endpoint)
             if previous is None or previous.registration_id != registration_id:
                 raise NotFound(f"no registration {registration_id!r}")
@@ -365,7 +367,8 @@ class LwM2MServer:
             self._regs[endpoint] = reg
         self._awake.heard_from(endpoint)
         self._schedule_expiry(reg)
-        log.info("updated %s", reg.summary())
+        if log.isEnabledFor(logging.INFO):
+            log.info("updated %s", reg.summary())
         self._bus.publish(Updated(endpoint=endpoint, registration=reg, previous=previous))
         self._reestablish_observations(reg)
         self._kick(endpoint)
@@ -384,11 +387,13 @@ class LwM2MServer:
 
         With ``due`` set (expiry), nothing happens unless it is still due at that time.
         """
-        async with self._lock:
-            endpoint = self._by_id.get(registration_id)
-            reg = self._regs.get(endpoint) if endpoint is not None else None
-            if reg is None:
-                return None
+        endpoint = self._by_id.get(registration_id)
+        if endpoint is None:
+            return None
+        async with self._locks.hold(endpoint):
+            reg = self._regs.get(endpoint)
+            if reg is None or reg.registration_id != registration_id:
+                return None  # replaced or removed while this waited for the lock
             if due is not None and self._deadline(reg) > due:
                 return None
             await self.store.delete_registration(registration_id)

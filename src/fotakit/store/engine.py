@@ -4,9 +4,10 @@ SQLite runs in WAL mode with ``synchronous=FULL`` by default. In WAL mode a comm
 written to the log before ``COMMIT`` returns, so NORMAL would already survive a SIGKILL of
 the server; FULL additionally fsyncs the log on every commit, so a registration the
 server has acknowledged with 2.01 also survives a power cut or kernel crash. That costs one
-fsync per write, which the single store thread absorbs easily at registration rates;
-fleets that prefer throughput can pass ``sqlite_synchronous="NORMAL"`` and accept that the
-last few commits before a power loss may be rolled back (the clients then re-register
+fsync per commit; :class:`~fotakit.store.AsyncStore` commits the writes that wait together
+(group commit), so a Register flood costs one fsync per batch, not per Register. Fleets
+that prefer still more throughput can pass ``sqlite_synchronous="NORMAL"`` and accept that
+the last few commits before a power loss may be rolled back (the clients then re-register
 after a 4.04 on their next Update, TS Core §6.2.2).
 
 Python 3.11's ``sqlite3`` only begins transactions before DML, so the store takes over

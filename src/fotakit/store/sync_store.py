@@ -15,7 +15,7 @@ from scripts, the CLI and tests.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator, Sequence
+from collections.abc import Hashable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import datetime
 from typing import Any, Literal, TypeVar, Unpack
@@ -131,16 +131,11 @@ class Store:
         * If the database refuses to begin or to commit the batch, no op ran or none is
           kept; every op gets that error (each would have hit it alone too).
         """
-        if len(ops) == 1:
-            return [self._apply_alone(ops[0])]
+        if len(ops) <= 1:
+            return [self._apply_alone(op) for op in ops]
         try:
             with self._write() as conn:
-                results: list[Any] = []
-                for op in ops:
-                    try:
-                        results.append(op.run(conn))
-                    except Exception as exc:
-                        raise _OpFailed(op) from exc
+                results = _run_together(conn, ops)
         except _OpFailed as failed:
             log.debug(
                 "batch of %d writes rolled back (%s failed: %r); applying them one by one",
@@ -307,6 +302,34 @@ class Store:
     def clear_pending_requests(self, endpoint: str) -> int:
         """Remove every queued request for ``endpoint``; return how many were removed."""
         return self.apply(writes.clear_pending_requests(endpoint))
+
+
+def _run_together(conn: Connection, ops: Sequence[Write[Any]]) -> list[Any]:
+    """Apply ``ops`` in order, merging runs of neighbours that may run together."""
+    results: list[Any] = []
+    i = 0
+    while i < len(ops):
+        op, together = ops[i], ops[i].together
+        items: list[Any] = []
+        if together is not None:
+            keys: set[Hashable] = set()
+            for nxt in ops[i:]:
+                if nxt.together is None or nxt.together.run_many is not together.run_many:
+                    break
+                if not keys.isdisjoint(nxt.together.keys):
+                    break
+                keys.update(nxt.together.keys)
+                items.append(nxt.together.item)
+        try:
+            if together is None or len(items) == 1:
+                results.append(op.run(conn))
+                i += 1
+            else:
+                results.extend(together.run_many(conn, items))
+                i += len(items)
+        except Exception as exc:
+            raise _OpFailed(op) from exc
+    return results
 
 
 class _OpFailed(Exception):

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-from collections.abc import Callable
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Final, Generic, Literal, TypedDict, TypeVar, Unpack
@@ -48,12 +48,28 @@ T = TypeVar("T")
 
 
 @dataclass(frozen=True, slots=True)
+class Together:
+    """How a write joins writes of its kind in one set of statements.
+
+    ``run_many(conn, items)`` applies the writes whose ``item`` are given and returns their
+    results in order. Writes with disjoint ``keys`` touch disjoint rows, so applying them
+    together gives exactly what applying them one after the other gives.
+    """
+
+    run_many: Callable[[Connection, list[Any]], list[Any]]
+    item: Any
+    keys: tuple[Hashable, ...]
+
+
+@dataclass(frozen=True, slots=True)
 class Write(Generic[T]):
     """One validated write: ``run(conn)`` applies it inside the caller's transaction."""
 
     name: str
     """The :class:`~fotakit.store.Store` method this write stands for."""
     run: Callable[[Connection], T]
+    together: Together | None = None
+    """Set if :meth:`Store.apply_batch` may merge this write with its neighbours."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,8 +111,18 @@ _PENDING: Final[Table] = Base.metadata.tables["pending_requests"]
 
 # Bind names differ from column names: UPDATE reserves column names for its SET clause.
 _REG_BY_ID: Final = select(_REG).where(_REG.c.registration_id == bindparam("b_id"))
-_REG_BY_ENDPOINT: Final = select(_REG).where(_REG.c.endpoint == bindparam("b_endpoint"))
 _DELETE_REG: Final = delete(_REG).where(_REG.c.registration_id == bindparam("b_id"))
+_DELETE_REG_RETURNING: Final = _DELETE_REG.returning(*_REG.c)
+_REGS_BY_ENDPOINTS: Final = select(_REG).where(
+    _REG.c.endpoint.in_(bindparam("b_endpoints", expanding=True))
+)
+_DELETE_REGS_OF_ENDPOINTS: Final = delete(_REG).where(
+    _REG.c.endpoint.in_(bindparam("b_endpoints", expanding=True))
+)
+_DELETE_REGS_OF_ENDPOINTS_RETURNING: Final = _DELETE_REGS_OF_ENDPOINTS.returning(*_REG.c)
+_UPDATE_REG_RETURNING: Final = (
+    update(_REG).where(_REG.c.registration_id == bindparam("b_id")).returning(*_REG.c)
+)
 _INSERT_REG: Final = insert(_REG)
 _UPDATE_REG: Final = update(_REG).where(_REG.c.registration_id == bindparam("b_id"))
 _REG_ENDPOINT: Final = select(_REG.c.endpoint).where(_REG.c.registration_id == bindparam("b_id"))
@@ -215,29 +241,57 @@ def _write(name: str, fn: Callable[..., T], *args: Any) -> Write[T]:
 
 
 def upsert_registration(rec: RegistrationRecord) -> Write[RegistrationRecord | None]:
-    """See :meth:`Store.upsert_registration`."""
+    """See :meth:`Store.upsert_registration`.
+
+    Upserts of distinct endpoints and registration IDs merge in a batch: a burst of
+    Registers is then three statements, whatever its size.
+    """
     validate.registration(rec)
-    return _write("upsert_registration", _upsert_registration, rec)
+    return Write(
+        "upsert_registration",
+        functools.partial(_upsert_one, rec),
+        Together(
+            _upsert_registrations,
+            rec,
+            (("endpoint", rec.endpoint), ("registration_id", rec.registration_id)),
+        ),
+    )
 
 
-def _upsert_registration(rec: RegistrationRecord, conn: Connection) -> RegistrationRecord | None:
-    old = conn.execute(_REG_BY_ENDPOINT, {"b_endpoint": rec.endpoint}).one_or_none()
-    if old is not None:
-        # The database's ON DELETE CASCADE drops the old registration's observations.
-        conn.execute(_DELETE_REG, {"b_id": old.registration_id})
+def _upsert_one(rec: RegistrationRecord, conn: Connection) -> RegistrationRecord | None:
+    result: RegistrationRecord | None = _upsert_registrations(conn, [rec])[0]
+    return result
+
+
+def _upsert_registrations(
+    conn: Connection, recs: list[RegistrationRecord]
+) -> list[RegistrationRecord | None]:
+    """Upsert registrations of distinct endpoints; the replaced ones, in order."""
+    endpoints = {"b_endpoints": [rec.endpoint for rec in recs]}
+    # The database's ON DELETE CASCADE drops the old registrations' observations.
+    if conn.dialect.delete_returning:
+        old_rows = conn.execute(_DELETE_REGS_OF_ENDPOINTS_RETURNING, endpoints).all()
+    else:  # SQLite before 3.35
+        old_rows = conn.execute(_REGS_BY_ENDPOINTS, endpoints).all()
+        if old_rows:
+            conn.execute(_DELETE_REGS_OF_ENDPOINTS, endpoints)
+    replaced = {row.endpoint: registration_record(row) for row in old_rows}
     conn.execute(
         _UPSERT_DEV[conn.dialect.name],
-        {
-            "endpoint": rec.endpoint,
-            "first_seen": rec.registered_at,
-            "last_seen": rec.registered_at,
-            "lwm2m_version": rec.lwm2m_version,
-            "last_registration_id": rec.registration_id,
-            "attributes": {},
-        },
+        [
+            {
+                "endpoint": rec.endpoint,
+                "first_seen": rec.registered_at,
+                "last_seen": rec.registered_at,
+                "lwm2m_version": rec.lwm2m_version,
+                "last_registration_id": rec.registration_id,
+                "attributes": {},
+            }
+            for rec in recs
+        ],
     )
-    conn.execute(_INSERT_REG, _registration_params(rec))
-    return None if old is None else registration_record(old)
+    conn.execute(_INSERT_REG, [_registration_params(rec) for rec in recs])
+    return [replaced.get(rec.endpoint) for rec in recs]
 
 
 def update_registration(
@@ -250,24 +304,31 @@ def update_registration(
             f"cannot change {sorted(unknown)} of a registration; changeable fields are "
             f"{sorted(CHANGEABLE)}"
         )
+    # Every rule concerns one field, so checking the new values checks the updated row.
     validate.registration_changes(changes)
-    return _write("update_registration", _update_registration, registration_id, dict(changes))
+    values: dict[str, Any] = dict(changes)
+    if "content_formats" in values:
+        values["content_formats"] = list(values["content_formats"])
+    return _write("update_registration", _update_registration, registration_id, values)
 
 
 def _update_registration(
-    registration_id: str, changes: dict[str, Any], conn: Connection
+    registration_id: str, values: dict[str, Any], conn: Connection
 ) -> RegistrationRecord | None:
-    row = conn.execute(_REG_BY_ID, {"b_id": registration_id}).one_or_none()
+    params = {"b_id": registration_id, **values}
+    if not values:
+        row = conn.execute(_REG_BY_ID, params).one_or_none()
+    elif conn.dialect.update_returning:
+        row = conn.execute(_UPDATE_REG_RETURNING, params).one_or_none()
+    else:  # SQLite before 3.35
+        row = conn.execute(_REG_BY_ID, params).one_or_none()
+        if row is not None:
+            conn.execute(_UPDATE_REG, params)
+            row = conn.execute(_REG_BY_ID, params).one()
     if row is None:
         return None
-    updated = dataclasses.replace(registration_record(row), **changes)
-    validate.registration(updated)
-    values = dict(changes)
-    if "content_formats" in values:
-        values["content_formats"] = list(updated.content_formats)
-    if values:
-        conn.execute(_UPDATE_REG, {"b_id": registration_id, **values})
-    if "last_update" in changes:
+    updated = registration_record(row)
+    if "last_update" in values:
         conn.execute(
             _UPDATE_DEV, {"b_endpoint": updated.endpoint, "last_seen": updated.last_update}
         )
@@ -280,11 +341,14 @@ def delete_registration(registration_id: str) -> Write[RegistrationRecord | None
 
 
 def _delete_registration(registration_id: str, conn: Connection) -> RegistrationRecord | None:
-    row = conn.execute(_REG_BY_ID, {"b_id": registration_id}).one_or_none()
-    if row is None:
-        return None
-    conn.execute(_DELETE_REG, {"b_id": registration_id})
-    return registration_record(row)
+    params = {"b_id": registration_id}
+    if conn.dialect.delete_returning:
+        row = conn.execute(_DELETE_REG_RETURNING, params).one_or_none()
+    else:  # SQLite before 3.35
+        row = conn.execute(_REG_BY_ID, params).one_or_none()
+        if row is not None:
+            conn.execute(_DELETE_REG, params)
+    return None if row is None else registration_record(row)
 
 
 # -- observations ------------------------------------------------------------------------
