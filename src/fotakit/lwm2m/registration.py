@@ -25,6 +25,7 @@ Rules and the choices made where the spec leaves room:
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -276,7 +277,27 @@ def _binding_any(value: str | None, version: str | None) -> tuple[str, bool | No
     return binding, None
 
 
+_CACHEABLE_PAYLOAD_BYTES = 2048
+
+
 def _payload(payload: bytes) -> tuple[list[Link], str, tuple[int, ...] | None]:
+    # A fleet registers with a handful of distinct payloads: parse each once. Links are
+    # frozen and nobody mutates their params, so sharing them between registrations is
+    # safe; the cache is bounded in entries and in the size of what it keeps.
+    if len(payload) <= _CACHEABLE_PAYLOAD_BYTES:
+        links, root_path, formats = _parse_payload_cached(payload)
+        return list(links), root_path, formats
+    links_list, root_path, formats = _parse_payload(payload)
+    return links_list, root_path, formats
+
+
+@functools.lru_cache(maxsize=512)
+def _parse_payload_cached(payload: bytes) -> tuple[tuple[Link, ...], str, tuple[int, ...] | None]:
+    links, root_path, formats = _parse_payload(payload)
+    return tuple(links), root_path, formats
+
+
+def _parse_payload(payload: bytes) -> tuple[list[Link], str, tuple[int, ...] | None]:
     if len(payload) > MAX_PAYLOAD_BYTES:
         raise RegistrationError(f"payload is larger than {MAX_PAYLOAD_BYTES} bytes")
     try:
