@@ -102,10 +102,28 @@ def server(
         typer.Option(help="Burst of Register requests one source address may send at once.", min=1),
     ] = 50,
     log_level: Annotated[str, typer.Option(help="DEBUG, INFO, WARNING or ERROR.")] = "INFO",
+    http_port: Annotated[
+        int | None,
+        typer.Option(
+            help="Also serve the firmware repository over HTTP on this TCP port (default: no "
+            "HTTP; /fw is always served over CoAP on the LwM2M port).",
+            envvar="FOTAKIT_HTTP_PORT",
+            min=0,
+            max=65535,
+        ),
+    ] = None,
+    repository: Annotated[
+        FsPath | None,
+        typer.Option(
+            help="Firmware package directory (default <data-dir>/repository).",
+            envvar="FOTAKIT_REPOSITORY",
+        ),
+    ] = None,
 ) -> None:
     """Run the LwM2M server in the foreground; one log line per registration event."""
     from fotakit.coap import TransportParams
-    from fotakit.server import ServerConfig, run_server
+    from fotakit.repository.runner import run_server_with_repository
+    from fotakit.server import ServerConfig
 
     _setup_logging(log_level)
     try:
@@ -125,7 +143,8 @@ def server(
         register_burst=register_burst,
     )
     try:
-        asyncio.run(run_server(config))
+        repository_dir = (repository or (data_dir or FsPath("data")) / "repository").expanduser()
+        asyncio.run(run_server_with_repository(config, repository_dir, http_port=http_port))
     except OSError as exc:
         err_console.print(f"[red]error:[/red] cannot start the server on {host}:{port}: {exc}")
         raise typer.Exit(1) from exc
@@ -150,6 +169,17 @@ def demo(
     db_url = prepare_data_dir(data_dir.expanduser().resolve())
     code = asyncio.run(run_demo(console, db_url, port))
     raise typer.Exit(code)
+
+
+def _register_subcommands() -> None:
+    from fotakit import cli_repository  # noqa: F401  (registers package upload / list)
+    from fotakit.cli_packages import keys_app, package_app
+
+    app.add_typer(keys_app, name="keys")
+    app.add_typer(package_app, name="package")
+
+
+_register_subcommands()
 
 
 def main() -> None:
