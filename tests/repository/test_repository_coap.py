@@ -253,3 +253,24 @@ async def test_libcoap_client_downloads_the_package_with_1024_byte_blocks(
     assert hashlib.sha256(out.read_bytes()).hexdigest() == record.sha256
     assert out.read_bytes() == data
     assert verify_package(out, trust).manifest.version == "3.0.0"
+
+
+async def test_a_package_deleted_after_being_served_gets_4_04_and_its_file_is_let_go(
+    repo: Repository, package: tuple[PackageRecord, bytes], client: aiocoap.Context
+) -> None:
+    record, data = package
+    ((path, resource),) = coap_resources(repo)
+    site = aiocoap.resource.Site()
+    site.add_resource(path, resource)
+    ctx, port = await create_endpoint(site, "127.0.0.1", 0)
+    try:
+        first = await _get(client, _uri(port, record), block=Block(1, 0, 6))
+        assert first.payload == data[1024:2048]
+        assert resource._files  # served blocks come from a file kept open
+        repo.delete(record.id)
+        again = await _get(client, _uri(port, record), block=Block(2, 0, 6))
+        assert again.code == Code.NOT_FOUND
+        assert record.id not in resource._files
+    finally:
+        await ctx.shutdown()
+        resource.close()

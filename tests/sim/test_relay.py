@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+import time
 from typing import cast
 
 import pytest
@@ -162,3 +163,44 @@ async def test_each_client_gets_its_own_path_to_the_server() -> None:
 def test_impossible_impairments_are_refused(kwargs: dict[str, float]) -> None:
     with pytest.raises(ValueError):
         Impairment(**kwargs)
+
+
+async def test_delay_counts_from_arrival_at_the_socket_not_from_the_relays_read() -> None:
+    # The relay's loop is kept busy while the datagram waits in its socket: the time it
+    # spends unread belongs to the configured delay instead of being added to it.
+    server, target = await _echo_server()
+    relay = UdpRelay(target, uplink=Impairment(delay=0.05), downlink=Impairment(delay=0.0))
+    async with relay:
+        client, collector = await _client(relay)
+        loop = asyncio.get_running_loop()
+        sent_at = loop.time()
+        client.sendto(b"ping")
+        busy_until = time.monotonic() + 0.02
+        while time.monotonic() < busy_until:  # bounded: 20 ms of a blocked event loop
+            pass
+        received_at, data = await asyncio.wait_for(collector.queue.get(), 2)
+        client.close()
+    server.close()
+    assert data == b"ping"
+    assert relay.upstream.mean_read_lag >= 0.02 - 0.002
+    assert received_at - sent_at < 0.05 + 0.015  # not 0.05 + the 20 ms it sat unread
+
+
+async def test_trace_records_each_datagrams_arrival_and_forwarding_in_order() -> None:
+    server, target = await _echo_server()
+    relay = UdpRelay(
+        target, uplink=Impairment(delay=0.01), downlink=Impairment(delay=0.02), trace=True
+    )
+    async with relay:
+        client, collector = await _client(relay)
+        client.sendto(b"ping")
+        await asyncio.wait_for(collector.queue.get(), 2)
+        client.close()
+    server.close()
+    assert relay.trace is not None
+    assert [event for event, _ in relay.trace] == ["up-in", "up-out", "down-in", "down-out"]
+    times = dict(relay.trace)
+    assert times["up-out"] - times["up-in"] >= 0.01 - 0.001
+    assert times["down-out"] - times["down-in"] >= 0.02 - 0.001
+    assert times["up-out"] <= times["down-in"]
+    assert UdpRelay(target).trace is None  # off unless asked for

@@ -18,6 +18,10 @@ Behaviour (RFC 7959 §2.2-§2.4, RFC 7252 §5.10.6):
   Unknown ids 4.04; methods other than GET 4.05.
 * A GET whose ETag option matches answers 2.03 Valid (RFC 7252 §5.10.6.2) without payload.
 
+Package files are immutable, so the resource keeps the most recently served ones open
+(at most :data:`MAX_OPEN_FILES`) and reads each block with one ``pread``: no path lookup,
+open and close per block. A package that no longer resolves (deleted) has its file closed.
+
 A download counts as completed when its last block is served; every block adds its bytes
 to the package's bytes-served counter.
 """
@@ -27,6 +31,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import weakref
+from collections import OrderedDict
 from typing import Any, Final
 
 import aiocoap
@@ -44,6 +50,7 @@ MAX_SZX: Final = 6
 DEFAULT_SZX: Final = 6
 OCTET_STREAM: Final = 42
 PAYLOAD_SEGMENT: Final = "payload"
+MAX_OPEN_FILES: Final = 64
 
 
 class BlockOutOfRange(aiocoap.error.ConstructionRenderableError):  # type: ignore[misc]
@@ -58,6 +65,12 @@ class FirmwareResource(aiocoap.resource.Resource, aiocoap.resource.PathCapable):
         super().__init__()
         self._repository = repository
         self._flushes: set[asyncio.Task[None]] = set()
+        self._files: OrderedDict[str, int] = OrderedDict()
+        self._finalizer = weakref.finalize(self, _close_files, self._files)
+
+    def close(self) -> None:
+        """Close the package files kept open (the resource still works: it reopens them)."""
+        _close_files(self._files)
 
     async def needs_blockwise_assembly(self, request: aiocoap.Message) -> bool:
         return False
@@ -102,23 +115,33 @@ class FirmwareResource(aiocoap.resource.Resource, aiocoap.resource.PathCapable):
         if record is None:
             record = await asyncio.to_thread(self._repository.lookup, package_id)
         if record is None:
+            fd = self._files.pop(package_id, None)
+            if fd is not None:  # deleted: let its file go
+                os.close(fd)
             raise aiocoap.error.NotFound()
         return record, form
 
     def _read(self, record: PackageRecord, offset: int, count: int) -> bytes:
         # One block from the page cache takes microseconds: cheaper inline than a thread hop.
-        try:
-            fd = os.open(self._repository.blob_path(record), os.O_RDONLY)
-        except FileNotFoundError:
-            raise aiocoap.error.NotFound() from None
-        try:
-            data = os.pread(fd, count, offset)
-        finally:
-            os.close(fd)
+        data = os.pread(self._open(record), count, offset)
         if len(data) != count:
             log.error("package file of %s is shorter than its record says", record.id)
             raise aiocoap.error.ConstructionRenderableError()
         return data
+
+    def _open(self, record: PackageRecord) -> int:
+        fd = self._files.get(record.id)
+        if fd is not None:
+            self._files.move_to_end(record.id)
+            return fd
+        try:
+            fd = os.open(self._repository.blob_path(record), os.O_RDONLY)
+        except FileNotFoundError:
+            raise aiocoap.error.NotFound() from None
+        self._files[record.id] = fd
+        if len(self._files) > MAX_OPEN_FILES:
+            os.close(self._files.popitem(last=False)[1])
+        return fd
 
     def _count(self, package_id: str, nbytes: int, *, completed: bool) -> None:
         self._repository.count(package_id, nbytes=nbytes, completed=completed)
@@ -133,6 +156,11 @@ class FirmwareResource(aiocoap.resource.Resource, aiocoap.resource.PathCapable):
         self._flushes.discard(task)
         if not task.cancelled() and task.exception() is not None:
             log.warning("could not write download counters: %s", task.exception())
+
+
+def _close_files(files: OrderedDict[str, int]) -> None:
+    while files:
+        os.close(files.popitem()[1])
 
 
 def coap_resources(repository: Repository) -> list[tuple[tuple[str, ...], Any]]:

@@ -12,21 +12,67 @@ socket towards the server, so the server sees one distinct peer per client and r
 find their way back. Datagrams of one direction and one client are delivered in the order
 they were sent (jitter never reorders them: a later datagram waits for an earlier one),
 which is how a single radio bearer behaves.
+
+Delays count from the moment a datagram reached the relay's socket (the kernel's receive
+timestamp, ``SIOCGSTAMPNS`` on Linux), not from when the relay's event loop got round to
+reading it: a sleeping process takes 0.1-0.3 ms to wake up for a datagram, and counting
+from the read would add that on top of the configured delay, unmeasured. Where the
+timestamp is not available the read time is used.
 """
 
 from __future__ import annotations
 
 import asyncio
 import random
+import struct
+import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Final
 
+try:
+    import fcntl
+except ImportError:  # pragma: no cover - not POSIX: read times only
+    fcntl = None  # type: ignore[assignment]
+
 Address = tuple[str, int]
 
 MAX_SESSIONS: Final = 65536
 SPIN: Final = 0.002
+SIOCGSTAMPNS: Final = 0x8907
+"""Linux ioctl: receive timestamp (CLOCK_REALTIME timespec) of the last datagram read."""
+MAX_TRACE: Final = 1_000_000
+"""At most this many events are kept when tracing (then tracing stops)."""
+MAX_STAMP_AGE: Final = 1.0
+"""A kernel timestamp older than this (or in the future) is distrusted (clock stepped)."""
+
+
+def _enable_stamps(transport: asyncio.BaseTransport) -> int | None:
+    """The socket's fd with receive timestamps switched on, or None where unsupported."""
+    sock = transport.get_extra_info("socket")
+    if fcntl is None or sock is None:
+        return None
+    fd = int(sock.fileno())
+    try:
+        # The first request switches timestamping on; it fails (ENOENT): nothing read yet.
+        fcntl.ioctl(fd, SIOCGSTAMPNS, bytes(16))
+    except OSError as exc:
+        if exc.errno != 2:
+            return None
+    return fd
+
+
+def _arrival(fd: int | None, now: float) -> float:
+    """Loop time at which the datagram just read from ``fd`` reached the socket."""
+    if fd is None or fcntl is None:
+        return now
+    try:
+        sec, nsec = struct.unpack("qq", fcntl.ioctl(fd, SIOCGSTAMPNS, bytes(16)))
+    except OSError:
+        return now
+    age = time.time() - (sec + nsec * 1e-9)
+    return now - age if 0.0 <= age < MAX_STAMP_AGE else now
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,11 +107,19 @@ class DirectionStats:
     bytes_out: int = 0
     dropped: int = 0
     delay_total: float = 0.0
-    """Sum of the delays actually applied to forwarded datagrams (timers fire late)."""
+    """Sum of the delays actually applied to forwarded datagrams, each from its arrival at
+    the relay's socket to its forwarding (timers fire late; wake-ups take time)."""
+    read_lag_total: float = 0.0
+    """Sum over arrived datagrams of arrival-to-read time: the relay's own wake-up latency,
+    which the configured delay absorbs (see the module doc)."""
 
     @property
     def mean_delay(self) -> float:
         return self.delay_total / self.datagrams_out if self.datagrams_out else 0.0
+
+    @property
+    def mean_read_lag(self) -> float:
+        return self.read_lag_total / self.datagrams_in if self.datagrams_in else 0.0
 
 
 @dataclass(slots=True)
@@ -74,6 +128,7 @@ class _InFlight:
     arrived: float
     size: int
     deliver: Callable[[], None]
+    event: str
 
 
 @dataclass(slots=True)
@@ -112,9 +167,13 @@ class _Downstream(asyncio.DatagramProtocol):
     def __init__(self, relay: UdpRelay, client: Address) -> None:
         self._relay = relay
         self._client = client
+        self._fd: int | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self._fd = _enable_stamps(transport)
 
     def datagram_received(self, data: bytes, addr: Address) -> None:
-        self._relay._from_server(self._client, data)
+        self._relay._from_server(self._client, data, self._fd)
 
     def error_received(self, exc: Exception) -> None:
         pass  # ICMP port unreachable while the server restarts: the datagram is lost
@@ -123,9 +182,13 @@ class _Downstream(asyncio.DatagramProtocol):
 class _Listener(asyncio.DatagramProtocol):
     def __init__(self, relay: UdpRelay) -> None:
         self._relay = relay
+        self._fd: int | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self._fd = _enable_stamps(transport)
 
     def datagram_received(self, data: bytes, addr: Address) -> None:
-        self._relay._from_client(data, (addr[0], addr[1]))
+        self._relay._from_client(data, (addr[0], addr[1]), self._fd)
 
     def error_received(self, exc: Exception) -> None:
         pass
@@ -152,11 +215,17 @@ class UdpRelay:
         port: int = 0,
         seed: int = 0,
         spin: float = SPIN,
+        trace: bool = False,
     ) -> None:
         """``uplink`` is client→server, ``downlink`` server→client (default: as uplink).
 
         ``spin``: seconds before a datagram is due during which the relay polls instead of
         sleeping (precise delays for a little CPU; 0 to always sleep).
+
+        ``trace``: record every datagram's arrival and forwarding in :attr:`trace` as
+        ``(event, loop time)``, event one of ``up-in``, ``up-out``, ``down-in``,
+        ``down-out`` — enough to split a lockstep exchange into the server's and the
+        client's turnaround and the relay's own share.
         """
         self.target = target
         self.uplink = uplink or Impairment()
@@ -172,6 +241,7 @@ class UdpRelay:
         self._pending: set[asyncio.Handle] = set()
         self._loop: asyncio.AbstractEventLoop | None = None
         self.address: Address = (host, 0)
+        self.trace: list[tuple[str, float]] | None = [] if trace else None
 
     async def start(self) -> Address:
         """Bind the listening socket; returns the address clients should send to."""
@@ -237,27 +307,37 @@ class UdpRelay:
             transport.sendto(data)
         session.backlog.clear()
 
-    def _from_client(self, data: bytes, client: Address) -> None:
+    def _from_client(self, data: bytes, client: Address, fd: int | None = None) -> None:
         session = self._session(client)
         if session is None:
             self.upstream.dropped += 1
             return
-        self._later(session.up, data, lambda: self._to_server(session, data))
+        self._later(session.up, data, lambda: self._to_server(session, data), fd, "up")
 
-    def _from_server(self, client: Address, data: bytes) -> None:
+    def _from_server(self, client: Address, data: bytes, fd: int | None = None) -> None:
         session = self._sessions.get(client)
         if session is None:
             return
-        self._later(session.down, data, lambda: self._to_client(client, data))
+        self._later(session.down, data, lambda: self._to_client(client, data), fd, "down")
 
-    def _later(self, lane: _Lane, data: bytes, deliver: Callable[[], None]) -> None:
+    def _later(
+        self,
+        lane: _Lane,
+        data: bytes,
+        deliver: Callable[[], None],
+        fd: int | None,
+        direction: str,
+    ) -> None:
         loop = self._loop
         assert loop is not None
         now = loop.time()
-        at = lane.schedule(now, len(data))
+        arrived = _arrival(fd, now)
+        lane.stats.read_lag_total += now - arrived
+        self._note(direction + "-in", arrived)
+        at = lane.schedule(arrived, len(data))
         if at is None:
             return
-        lane.queue.append(_InFlight(at, now, len(data), deliver))
+        lane.queue.append(_InFlight(at, arrived, len(data), deliver, direction + "-out"))
         if len(lane.queue) == 1:
             self._arm(lane)
 
@@ -290,8 +370,14 @@ class UdpRelay:
             lane.stats.bytes_out += item.size
             lane.stats.delay_total += now - item.arrived
             item.deliver()
+            self._note(item.event, now)
         if lane.queue:
             self._arm(lane)
+
+    def _note(self, event: str, at: float) -> None:
+        if self.trace is not None:
+            if len(self.trace) < MAX_TRACE:
+                self.trace.append((event, at))
 
     def _to_server(self, session: _Session, data: bytes) -> None:
         if session.transport is None:
