@@ -45,17 +45,14 @@ import httpx
 from aiocoap.numbers.codes import Code
 from aiocoap.optiontypes import BlockOption
 
+from _common import cpu_model, pin, revision, write_section
+
 PHASE_DEADLINE = 300.0
 MIB = 1 << 20
 BLOCK_SZX = 6
 BLOCK = 1 << (BLOCK_SZX + 4)
 CLIENTS = 50
 RANDOM_BLOCKS = 256
-
-
-def _pin(cpu: int) -> None:
-    if hasattr(os, "sched_setaffinity") and (os.cpu_count() or 1) > cpu:
-        os.sched_setaffinity(0, {cpu})
 
 
 # -- the server process --------------------------------------------------------------------
@@ -139,7 +136,7 @@ class LibcoapServer:
             ["coap-server-notls", "-A", "127.0.0.1", "-p", str(self.coap_port), "-d", "4"],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
-            preexec_fn=lambda: _pin(0),
+            preexec_fn=lambda: pin(0),
         )
         source = tmp / "libcoap-put.bin"
         source.write_bytes(package)
@@ -495,26 +492,8 @@ async def _bench(args: argparse.Namespace, tmp: FsPath) -> dict[str, Any]:
     return results
 
 
-def _cpu_model() -> str:
-    try:
-        for line in FsPath("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
 def _table(results: dict[str, Any], args: argparse.Namespace) -> str:
-    sha = (
-        subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True
-        ).stdout.strip()
-        or "unknown"
-    )
-    dirty = subprocess.run(["git", "status", "--porcelain", "src", "bench"], capture_output=True)
-    if dirty.stdout.strip():
-        sha += " + uncommitted changes"
+    sha = revision()
     blocks = results["blocks"]
     reference = results.get("reference") or {"coap": {}, "libcoap": {}}
     lines = [
@@ -523,7 +502,7 @@ def _table(results: dict[str, Any], args: argparse.Namespace) -> str:
         f"Command: `.venv/bin/python bench/bench_delivery.py --runs {args.runs} "
         f"--slow-runs {args.slow_runs} --write docs/benchmarks.md`",
         "",
-        f"Measured {time.strftime('%Y-%m-%d')} at {sha}; {_cpu_model()}; Python "
+        f"Measured {time.strftime('%Y-%m-%d')} at {sha}; {cpu_model()}; Python "
         f"{platform.python_version()}, aiocoap {aiocoap.meta.version}. The delivery server "
         "(CoAP `/fw` resource in an aiocoap `Site` + HTTP app on uvicorn, one asyncio loop) "
         "runs in its own process pinned to CPU 0; clients and the in-process relay "
@@ -740,19 +719,6 @@ def _relay_cells(relay: dict[str, float] | None) -> tuple[str, str]:
     return f"{relay['rtt'] * 1000:.2f} ms", f"{relay['up']:.0f} / {relay['down']:.0f}"
 
 
-def _write_section(path: FsPath, section: str) -> None:
-    """Replace the B2 section of ``path`` (up to the next '## '), keeping the rest."""
-    text = path.read_text() if path.exists() else "# Benchmarks\n\n"
-    head = "## B2 "
-    start = text.find(head)
-    if start < 0:
-        text = text.rstrip("\n") + "\n\n" + section
-    else:
-        end = text.find("\n## ", start + len(head))
-        text = text[:start] + section + (text[end + 1 :] if end >= 0 else "")
-    path.write_text(text)
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--runs", type=int, default=3, help="runs per loopback and 20 ms case")
@@ -768,10 +734,10 @@ def main() -> None:
 
     logging.disable(logging.WARNING)
     if args.serve:
-        _pin(0)
+        pin(0)
         asyncio.run(_serve(*args.serve))
         return
-    _pin(1)
+    pin(1)
     if args.from_json:
         results = _load(args.from_json)
     else:
@@ -783,7 +749,7 @@ def main() -> None:
     table = _table(results, args)
     print(table)
     if args.write:
-        _write_section(args.write, table)
+        write_section(args.write, "## B2 ", table)
 
 
 if __name__ == "__main__":

@@ -45,13 +45,10 @@ import aiocoap.resource as coap_resource
 from aiocoap.numbers.codes import Code
 from aiocoap.numbers.types import Type
 
+from _common import cpu_model, pin, revision, write_section
+
 PHASE_DEADLINE = 120.0  # seconds; any phase longer than this aborts the run
 ACK_TIMEOUT = 2.0
-
-
-def _pin(cpu: int) -> None:
-    if hasattr(os, "sched_setaffinity") and (os.cpu_count() or 1) > cpu:
-        os.sched_setaffinity(0, {cpu})
 
 
 def _cpu_seconds() -> float:
@@ -173,7 +170,7 @@ class _Farm:
 
 
 def _farm_main(conn: Connection, count: int) -> None:
-    _pin(1)
+    pin(1)
 
     async def main() -> None:
         farm = _Farm(count)
@@ -361,7 +358,7 @@ def main() -> None:
         import logging
 
         logging.disable(logging.WARNING)
-        _pin(0)
+        pin(0)
         print(json.dumps(asyncio.run(_one_run(args.one, args.devices, args.reads, args.window))))
         return
     results: dict[str, list[dict[str, Any]]] = {"fotakit": [], "baseline": []}
@@ -379,24 +376,12 @@ def main() -> None:
     table = _table(results, args)
     print(table)
     if args.write:
-        _write_section(args.write, table)
+        write_section(args.write, "## B1 ", table)
 
 
 def _table(results: dict[str, list[dict[str, Any]]], args: argparse.Namespace) -> str:
-    sha = (
-        subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True
-        ).stdout.strip()
-        or "unknown"
-    )
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in FsPath("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
+    sha = revision()
+    cpu = cpu_model()
     lines = [
         "## B1 — registrations/s and device-management round trips/s on one core",
         "",
@@ -429,19 +414,6 @@ def _table(results: dict[str, list[dict[str, Any]]], args: argparse.Namespace) -
             f"{statistics.median(r['rss_mib'] for r in runs):.0f} MiB |"
         )
     return "\n".join(lines) + "\n"
-
-
-def _write_section(path: FsPath, section: str) -> None:
-    """Replace the B1 section of ``path`` (up to the next '## '), keeping the rest."""
-    text = path.read_text() if path.exists() else "# Benchmarks\n\n"
-    head = "## B1 "
-    start = text.find(head)
-    if start < 0:
-        text = text.rstrip("\n") + "\n\n" + section
-    else:
-        end = text.find("\n## ", start + len(head))
-        text = text[:start] + section + (text[end + 1 :] if end >= 0 else "")
-    path.write_text(text)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,52 @@
+"""What the benchmarks share: CPU pinning, the machine and revision line, the report file.
+
+Each benchmark owns one ``## Bn`` section of docs/benchmarks.md and replaces only that
+section when it writes, so B1 and B2 can be re-run independently.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import subprocess
+from pathlib import Path
+
+
+def pin(cpu: int) -> None:
+    """Run this process on one CPU (server and load on different cores)."""
+    if hasattr(os, "sched_setaffinity") and (os.cpu_count() or 1) > cpu:
+        os.sched_setaffinity(0, {cpu})
+
+
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def revision() -> str:
+    """The short git revision, marked when src/ or bench/ has uncommitted changes."""
+    sha = (
+        subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True
+        ).stdout.strip()
+        or "unknown"
+    )
+    dirty = subprocess.run(["git", "status", "--porcelain", "src", "bench"], capture_output=True)
+    return sha + (" + uncommitted changes" if dirty.stdout.strip() else "")
+
+
+def write_section(path: Path, head: str, section: str) -> None:
+    """Replace the section starting with ``head`` (up to the next '## '), keep the rest."""
+    text = path.read_text() if path.exists() else "# Benchmarks\n\n"
+    start = text.find(head)
+    if start < 0:
+        text = text.rstrip("\n") + "\n\n" + section
+    else:
+        end = text.find("\n## ", start + len(head))
+        text = text[:start] + section + (text[end + 1 :] if end >= 0 else "")
+    path.write_text(text)
