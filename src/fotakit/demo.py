@@ -18,6 +18,7 @@ from rich.table import Table
 
 from fotakit.client import ClientConfig, LwM2MClient
 from fotakit.client.objects import DeviceInfo, DeviceInstance, device_object
+from fotakit.lwm2m.linkformat import format_links
 from fotakit.lwm2m.model import Value
 from fotakit.lwm2m.objects import DEVICE, builtin_registry
 from fotakit.lwm2m.path import Path
@@ -103,7 +104,7 @@ async def run_demo(console: Console, db_url: str, port: int) -> int:
                 f"lt={r.lifetime}s lwm2m={r.lwm2m_version} b={r.binding} "
                 f"from {r.address}:{r.port} in {1000 * (time.perf_counter() - t0):.1f} ms"
             )
-            console.print(f"  objects: {', '.join(link.target for link in r.objects)}")
+            console.print(f"  objects: {format_links(list(r.objects))}", markup=False)
 
             device = await server.read(r.endpoint, Path.parse("/3/0"))
             table = Table(title="read /3/0 (Device)", show_lines=False)
