@@ -15,12 +15,12 @@ import aiocoap
 import pytest
 from aiocoap.numbers.codes import Code
 from server_fakes import WAIT, FakeDevice, make_config
-from sqlalchemy import Connection, Engine, create_engine, event, text
+from sqlalchemy import Connection, Engine, event
 
+from db_helpers import refuse_endpoint
 from fotakit.lwm2m.objects import builtin_registry
 from fotakit.server import LwM2MServer
 from fotakit.server.locks import KeyedLock
-from fotakit.store import normalize_url
 
 
 class Commits:
@@ -49,38 +49,6 @@ async def server_on(db_url: str) -> AsyncIterator[LwM2MServer]:
         yield srv
     finally:
         await srv.stop()
-
-
-def _refuse_endpoint(db_url: str, endpoint: str) -> None:
-    """Make the database itself refuse any new registration row of ``endpoint``."""
-    engine = create_engine(normalize_url(db_url))
-    try:
-        with engine.begin() as conn:
-            if engine.dialect.name == "sqlite":
-                conn.execute(
-                    text(
-                        "CREATE TRIGGER refuse_ep BEFORE INSERT ON registrations "
-                        f"WHEN NEW.endpoint = '{endpoint}' "
-                        "BEGIN SELECT RAISE(ABORT, 'refused by the test trigger'); END"
-                    )
-                )
-            else:
-                conn.execute(
-                    text(
-                        "CREATE FUNCTION refuse_ep() RETURNS trigger AS $$ BEGIN "
-                        f"IF NEW.endpoint = '{endpoint}' THEN "
-                        "RAISE EXCEPTION 'refused by the test trigger'; END IF; "
-                        "RETURN NEW; END $$ LANGUAGE plpgsql"
-                    )
-                )
-                conn.execute(
-                    text(
-                        "CREATE TRIGGER refuse_ep BEFORE INSERT ON registrations "
-                        "FOR EACH ROW EXECUTE FUNCTION refuse_ep()"
-                    )
-                )
-    finally:
-        engine.dispose()
 
 
 @pytest.fixture
@@ -160,7 +128,7 @@ async def test_a_register_the_database_refuses_answers_5_00_and_changes_nothing(
     assert first.code == Code.CREATED
     before = server_on.get("bad")
     assert before is not None
-    _refuse_endpoint(db_url, "bad")
+    refuse_endpoint(db_url, "bad")
     endpoints = [f"good-{i}" for i in range(5)] + ["bad"] + [f"good-{i}" for i in range(5, 10)]
 
     responses = await asyncio.wait_for(

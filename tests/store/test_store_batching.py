@@ -13,10 +13,11 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from sqlalchemy import Connection, Engine, create_engine, event, text
+from sqlalchemy import Connection, Engine, event
 from sqlalchemy.exc import DBAPIError
 from store_helpers import make_observation, make_registration
 
+from db_helpers import refuse_endpoint
 from fotakit.store import (
     AsyncStore,
     Conflict,
@@ -24,7 +25,6 @@ from fotakit.store import (
     Store,
     StoreClosed,
     UnknownRegistration,
-    normalize_url,
     writes,
 )
 
@@ -49,38 +49,6 @@ def commits() -> Iterator[Commits]:
         yield counter
     finally:
         event.remove(Engine, "commit", counter)
-
-
-def _refuse_endpoint(db_url: str, endpoint: str) -> None:
-    """Install a trigger that makes the database itself refuse one endpoint's insert."""
-    engine = create_engine(normalize_url(db_url))
-    try:
-        with engine.begin() as conn:
-            if engine.dialect.name == "sqlite":
-                conn.execute(
-                    text(
-                        "CREATE TRIGGER refuse_ep BEFORE INSERT ON registrations "
-                        f"WHEN NEW.endpoint = '{endpoint}' "
-                        "BEGIN SELECT RAISE(ABORT, 'refused by the test trigger'); END"
-                    )
-                )
-            else:
-                conn.execute(
-                    text(
-                        "CREATE FUNCTION refuse_ep() RETURNS trigger AS $$ BEGIN "
-                        f"IF NEW.endpoint = '{endpoint}' THEN "
-                        "RAISE EXCEPTION 'refused by the test trigger'; END IF; "
-                        "RETURN NEW; END $$ LANGUAGE plpgsql"
-                    )
-                )
-                conn.execute(
-                    text(
-                        "CREATE TRIGGER refuse_ep BEFORE INSERT ON registrations "
-                        "FOR EACH ROW EXECUTE FUNCTION refuse_ep()"
-                    )
-                )
-    finally:
-        engine.dispose()
 
 
 async def _all(*coros: Any) -> list[Any]:
@@ -134,7 +102,7 @@ async def test_a_write_the_database_refuses_fails_alone_and_changes_nothing(
     async with await AsyncStore.open(db_url) as store:
         before = make_registration("bad")
         await store.upsert_registration(before)
-        _refuse_endpoint(db_url, "bad")
+        refuse_endpoint(db_url, "bad")
         good = [make_registration(f"good-{i}") for i in range(10)]
         again = make_registration("bad")
 
