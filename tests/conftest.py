@@ -16,8 +16,10 @@ from pathlib import Path
 import psycopg
 import pytest
 from psycopg import sql
+from sqlalchemy import Engine, event
 from sqlalchemy.engine import make_url
 
+from db_helpers import Commits
 from fotakit.store import default_db_url
 
 PG_ENV = "FOTAKIT_TEST_PG_URL"
@@ -58,3 +60,14 @@ def db_url(request: pytest.FixtureRequest) -> str:
     name = "sqlite_url" if request.param == "sqlite" else "pg_url"
     url: str = request.getfixturevalue(name)
     return url
+
+
+@pytest.fixture
+def commits() -> Iterator[Commits]:
+    """Counts the database commits made during a test (group commit is observed this way)."""
+    counter = Commits()
+    event.listen(Engine, "commit", counter)
+    try:
+        yield counter
+    finally:
+        event.remove(Engine, "commit", counter)

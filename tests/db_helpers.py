@@ -2,9 +2,20 @@
 
 from __future__ import annotations
 
-from sqlalchemy import create_engine, text
+from sqlalchemy import Connection, create_engine, text
 
 from fotakit.store import normalize_url
+
+
+class Commits:
+    """Counts every COMMIT of every SQLAlchemy engine while installed (the ``commits``
+    fixture in tests/conftest.py installs it)."""
+
+    def __init__(self) -> None:
+        self.count = 0
+
+    def __call__(self, _conn: Connection) -> None:
+        self.count += 1
 
 
 def refuse_endpoint(db_url: str, endpoint: str) -> None:

@@ -9,36 +9,17 @@ changes nothing, whatever its neighbours in the batch did.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 
 import aiocoap
 import pytest
 from aiocoap.numbers.codes import Code
 from server_fakes import WAIT, FakeDevice, make_config
-from sqlalchemy import Connection, Engine, event
 
-from db_helpers import refuse_endpoint
+from db_helpers import Commits, refuse_endpoint
 from fotakit.lwm2m.objects import builtin_registry
 from fotakit.server import LwM2MServer
 from fotakit.server.locks import KeyedLock
-
-
-class Commits:
-    def __init__(self) -> None:
-        self.count = 0
-
-    def __call__(self, _conn: Connection) -> None:
-        self.count += 1
-
-
-@pytest.fixture
-def commits() -> Iterator[Commits]:
-    counter = Commits()
-    event.listen(Engine, "commit", counter)
-    try:
-        yield counter
-    finally:
-        event.remove(Engine, "commit", counter)
 
 
 @pytest.fixture

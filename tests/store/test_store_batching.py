@@ -9,15 +9,14 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 import threading
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from sqlalchemy import Connection, Engine, event
+from sqlalchemy import Engine, event
 from sqlalchemy.exc import DBAPIError
 from store_helpers import make_observation, make_registration
 
-from db_helpers import refuse_endpoint
+from db_helpers import Commits, refuse_endpoint
 from fotakit.store import (
     AsyncStore,
     Conflict,
@@ -29,26 +28,6 @@ from fotakit.store import (
 )
 
 WAIT = 20.0
-
-
-class Commits:
-    """Counts every COMMIT of every SQLAlchemy engine while installed."""
-
-    def __init__(self) -> None:
-        self.count = 0
-
-    def __call__(self, _conn: Connection) -> None:
-        self.count += 1
-
-
-@pytest.fixture
-def commits() -> Iterator[Commits]:
-    counter = Commits()
-    event.listen(Engine, "commit", counter)
-    try:
-        yield counter
-    finally:
-        event.remove(Engine, "commit", counter)
 
 
 async def _all(*coros: Any) -> list[Any]:
