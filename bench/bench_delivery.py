@@ -59,15 +59,15 @@ RANDOM_BLOCKS = 256
 
 
 async def _serve(repo_dir: str, db_url: str) -> None:
-    from fotakit.coap import create_endpoint
+    from fotakit.coap import FastSite, create_endpoint
     from fotakit.repository import Repository
     from fotakit.repository.coap import coap_resources
     from fotakit.repository.http import create_http_app, serve_http
 
     repo = Repository(repo_dir, db_url)
-    site = aiocoap.resource.Site()
+    site = FastSite()
     for path, resource in coap_resources(repo):
-        site.add_resource(path, resource)
+        site.add_fast_resource(path[0], resource)
     ctx, coap_port = await create_endpoint(site, "127.0.0.1", 0)
     http = await serve_http(create_http_app(repo), "127.0.0.1", 0)
     print(json.dumps({"coap": coap_port, "http": http.port}), flush=True)

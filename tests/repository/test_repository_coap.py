@@ -14,21 +14,25 @@ from aiocoap.numbers.codes import Code
 from aiocoap.optiontypes import BlockOption
 from repo_helpers import BuildFn, payload_of, skip_or_fail
 
-from fotakit.coap import create_endpoint
+from fotakit.coap import FastSite, create_endpoint
 from fotakit.packages import TrustStore, verify_package
 from fotakit.repository import Form, PackageRecord, Repository
-from fotakit.repository.coap import coap_resources
+from fotakit.repository.coap import FirmwareResource, coap_resources
 from fotakit.server import LwM2MServer, ServerConfig
 
 Block = BlockOption.BlockwiseTuple
 TIMEOUT = 10.0
 
 
-@pytest.fixture
-async def coap_port(repo: Repository) -> AsyncIterator[int]:
-    site = aiocoap.resource.Site()
+@pytest.fixture(params=["site", "fast-site"])
+async def coap_port(repo: Repository, request: pytest.FixtureRequest) -> AsyncIterator[int]:
+    """``/fw`` mounted in a plain aiocoap Site and in a FastSite: both must behave alike."""
+    site = aiocoap.resource.Site() if request.param == "site" else FastSite()
     for path, resource in coap_resources(repo):
-        site.add_resource(path, resource)
+        if isinstance(site, FastSite):
+            site.add_fast_resource(path[0], resource)
+        else:
+            site.add_resource(path, resource)
     ctx, port = await create_endpoint(site, "127.0.0.1", 0)
     try:
         yield port
@@ -274,3 +278,26 @@ async def test_a_package_deleted_after_being_served_gets_4_04_and_its_file_is_le
     finally:
         await ctx.shutdown()
         resource.close()
+
+
+def test_fast_path_answers_cached_blocks_and_declines_everything_else(
+    repo: Repository, package: tuple[PackageRecord, bytes]
+) -> None:
+    record, data = package
+    ((_, resource),) = coap_resources(repo)
+    assert isinstance(resource, FirmwareResource)
+    repo.lookup(record.id)  # now in the repository's memory cache
+
+    def request(code: Code = Code.GET, **options: object) -> aiocoap.Message:
+        return aiocoap.Message(code=code, **options)
+
+    answer = resource.render_now(request(block2=Block(3, False, 6)), [record.id])
+    assert answer is not None and answer.code == Code.CONTENT
+    assert answer.payload == data[3 * 1024 : 4 * 1024]
+    assert answer.opt.block2 == Block(3, True, 6)
+    # declined: the ordinary route answers these (with their errors)
+    assert resource.render_now(request(Code.POST), [record.id]) is None
+    assert resource.render_now(request(observe=0), [record.id]) is None
+    assert resource.render_now(request(), ["0" * 64]) is None
+    assert resource.render_now(request(), [record.id, "nope"]) is None
+    assert resource.render_now(request(block2=Block(10_000, False, 6)), [record.id]) is None

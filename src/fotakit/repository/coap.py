@@ -33,6 +33,7 @@ import logging
 import os
 import weakref
 from collections import OrderedDict
+from collections.abc import Sequence
 from typing import Any, Final
 
 import aiocoap
@@ -77,6 +78,30 @@ class FirmwareResource(aiocoap.resource.Resource, aiocoap.resource.PathCapable):
 
     async def render_get(self, request: aiocoap.Message) -> aiocoap.Message:
         record, form = await self._resolve(tuple(request.opt.uri_path))
+        return self._respond(request, record, form)
+
+    def render_now(
+        self, request: aiocoap.Message, subpath: Sequence[str]
+    ) -> aiocoap.Message | None:
+        """The fast path (:class:`fotakit.coap.FastSite`): a block of a package whose
+        record is in memory, answered without a task. Everything else (other methods,
+        unknown ids, errors, Observe) returns None and takes the ordinary route."""
+        if request.code != Code.GET or request.opt.observe is not None:
+            return None
+        form = _form(subpath)
+        if form is None:
+            return None
+        record = self._repository.cached(subpath[0])
+        if record is None:
+            return None
+        try:
+            return self._respond(request, record, form)
+        except aiocoap.error.Error:
+            return None
+
+    def _respond(
+        self, request: aiocoap.Message, record: PackageRecord, form: Form
+    ) -> aiocoap.Message:
         etag = record.etag(form)
         if etag in request.opt.etags:
             return aiocoap.Message(code=Code.VALID, etag=etag)
@@ -104,11 +129,8 @@ class FirmwareResource(aiocoap.resource.Resource, aiocoap.resource.PathCapable):
         return response
 
     async def _resolve(self, segments: tuple[str, ...]) -> tuple[PackageRecord, Form]:
-        if len(segments) == 1:
-            form = Form.PACKAGE
-        elif len(segments) == 2 and segments[1] == PAYLOAD_SEGMENT:
-            form = Form.PAYLOAD
-        else:
+        form = _form(segments)
+        if form is None:
             raise aiocoap.error.NotFound()
         package_id = segments[0]
         record = self._repository.cached(package_id)
@@ -158,11 +180,24 @@ class FirmwareResource(aiocoap.resource.Resource, aiocoap.resource.PathCapable):
             log.warning("could not write download counters: %s", task.exception())
 
 
+def _form(segments: Sequence[str]) -> Form | None:
+    """``<id>`` is the whole package, ``<id>/payload`` the bare payload; else None."""
+    if len(segments) == 1:
+        return Form.PACKAGE
+    if len(segments) == 2 and segments[1] == PAYLOAD_SEGMENT:
+        return Form.PAYLOAD
+    return None
+
+
 def _close_files(files: OrderedDict[str, int]) -> None:
     while files:
         os.close(files.popitem()[1])
 
 
 def coap_resources(repository: Repository) -> list[tuple[tuple[str, ...], Any]]:
-    """The (path, resource) pairs to add to an aiocoap ``Site``: ``/fw`` for the repository."""
+    """The (path, resource) pairs to add to an aiocoap ``Site``: ``/fw`` for the repository.
+
+    Mounted in a :class:`fotakit.coap.FastSite` (as ``fotakit server`` does), cached blocks
+    are answered on the fast path.
+    """
     return [(("fw",), FirmwareResource(repository))]

@@ -24,6 +24,7 @@ import aiocoap
 import aiocoap.resource
 from aiocoap.numbers.codes import Code
 
+from fotakit.coap import FastSite
 from fotakit.lwm2m.errors import LwM2MError
 from fotakit.lwm2m.registration import RegistrationError, UnsupportedVersion
 from fotakit.store.errors import InvalidRecord
@@ -133,9 +134,12 @@ class RegistrationResource(aiocoap.resource.Resource, aiocoap.resource.PathCapab
 
 
 def build_site(server: LwM2MServer) -> aiocoap.resource.Site:
-    site = aiocoap.resource.Site()
+    site = FastSite()
     site.add_resource(["rd"], RegisterResource(server))
     site.add_resource(["rd"], RegistrationResource(server))
     for path, resource in server.config.extra_resources:
-        site.add_resource(list(path), resource)
+        if len(path) == 1:
+            site.add_fast_resource(path[0], resource)
+        else:
+            site.add_resource(list(path), resource)
     return site
