@@ -94,6 +94,7 @@ class LwM2MClient:
             config.lwm2m_version,
             on_objects_changed=self._objects_changed,
             on_request=self._touch,
+            max_body_size=config.max_body_size,
         )
         for obj in self.tree.objects.values():
             obj._set_listener(self._value_changed)
@@ -163,8 +164,8 @@ class LwM2MClient:
             instances, versions=versions, lwm2m_version=self.config.lwm2m_version
         )
 
-    def _value_changed(self, path: Path) -> None:
-        self.observations.changed(path)
+    def _value_changed(self, path: Path, must_deliver: bool = False) -> None:
+        self.observations.changed(path, must_deliver)
 
     def _objects_changed(self) -> None:
         for obj in self.tree.objects.values():

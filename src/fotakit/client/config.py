@@ -39,6 +39,8 @@ class ClientConfig:
     after a failed Register; ``max_register_attempts`` 0 retries as long as the client
     runs. ``awake_window`` None uses MAX_TRANSMIT_WAIT of ``transport`` (queue mode).
     ``confirmable_notifications`` picks CON (True) or NON (False) Observe notifications.
+    ``max_body_size`` bounds a Block1 request body reassembled in RAM (larger: 4.13 with
+    Size1); resources that stream their Block1 Writes (a firmware push) are not bound.
     """
 
     endpoint: str
@@ -58,6 +60,7 @@ class ClientConfig:
     awake_window: float | None = None
     confirmable_notifications: bool = True
     sms_number: str | None = None
+    max_body_size: int = 64 * 1024
 
     def __post_init__(self) -> None:
         if not self.endpoint:
@@ -68,6 +71,8 @@ class ClientConfig:
             raise ValueError("short server ID must be in 1..65534")
         if not 0 < self.register_retry_initial <= self.register_retry_max:
             raise ValueError("need 0 < register_retry_initial <= register_retry_max")
+        if self.max_body_size < 0:
+            raise ValueError("max_body_size must be >= 0")
 
     def margin_for(self, lifetime: float) -> float:
         """The Update margin for a (possibly server-written) ``lifetime``."""

@@ -18,8 +18,18 @@ DELETE /o/i                                Delete                              2
 
 Errors come from :mod:`fotakit.lwm2m.errors`: 4.00 bad path or payload, 4.04 unknown
 target, 4.05 operation not allowed, 4.06 Accept not producible, 4.15 unsupported
-Content-Format. aiocoap reassembles Block1 requests (answering 2.31 Continue per block,
-RFC 7959 §2.3) before ``render`` sees them, so a large Opaque Write arrives whole.
+Content-Format, 4.08 / 4.13 for block-wise bodies (a 4.13 carries Size1, RFC 7959 §4).
+
+Block1 request bodies (RFC 7959 §2.3) take one of two routes, chosen per block in
+:meth:`DmResource.needs_blockwise_assembly`:
+
+- a PUT on a resource whose instance returns a writer from ``block_writer`` is
+  *streamed*: each block goes to the writer as it arrives and is answered 2.31 Continue
+  (2.04 for the last), echoing Block1 — nothing is held in RAM
+  (:mod:`fotakit.client.block1`);
+- anything else is reassembled in RAM by aiocoap (2.31 per block, then ``render`` sees
+  the whole request), up to ``max_body_size`` bytes: a Size1 or a block beyond that is
+  answered 4.13 with Size1 giving the limit, so RAM per transfer stays bounded.
 """
 
 from __future__ import annotations
@@ -34,6 +44,7 @@ from aiocoap import resource as coap_resource
 from aiocoap.numbers.codes import Code
 
 from fotakit.client.attributes import AttributeStore
+from fotakit.client.block1 import Block1, BlockWriter
 from fotakit.client.formats import choose_format, encode_content
 from fotakit.client.observe import ObservationManager
 from fotakit.client.tree import ObjectTree, parse_execute_args
@@ -43,6 +54,7 @@ from fotakit.lwm2m.errors import (
     BadRequest,
     LwM2MError,
     MethodNotAllowed,
+    RequestEntityTooLarge,
     UnsupportedContentFormat,
 )
 from fotakit.lwm2m.linkformat import discover_links, format_links
@@ -55,6 +67,9 @@ _NUMERIC = frozenset({ResourceType.INTEGER, ResourceType.UNSIGNED_INTEGER, Resou
 # Diagnostic payloads stay short: they may have to fit one datagram with the header.
 _MAX_DIAGNOSTIC = 128
 
+#: The largest request body aiocoap may reassemble in RAM for a non-streamed Write.
+DEFAULT_MAX_BODY_SIZE = 64 * 1024
+
 
 def request_path(request: Message) -> Path:
     try:
@@ -64,7 +79,24 @@ def request_path(request: Message) -> Path:
 
 
 def error_response(exc: LwM2MError) -> Message:
-    return Message(code=exc.code, payload=exc.message.encode("utf-8")[:_MAX_DIAGNOSTIC])
+    response = Message(code=exc.code, payload=exc.message.encode("utf-8")[:_MAX_DIAGNOSTIC])
+    if isinstance(exc, RequestEntityTooLarge) and exc.size1 is not None:
+        response.opt.size1 = exc.size1  # RFC 7959 §2.9.3: tell the sender the limit
+    return response
+
+
+def request_block1(request: Message) -> Block1 | None:
+    """The request's Block1 option and payload as a :class:`Block1` (None: no Block1)."""
+    option = request.opt.block1
+    if option is None:
+        return None
+    return Block1(
+        num=option.block_number,
+        more=bool(option.more),
+        szx=option.size_exponent,
+        payload=bytes(request.payload),
+        size1=request.opt.size1,
+    )
 
 
 class DeviceManagement:
@@ -80,7 +112,9 @@ class DeviceManagement:
         *,
         on_objects_changed: Callable[[], None] | None = None,
         on_request: Callable[[], None] | None = None,
+        max_body_size: int = DEFAULT_MAX_BODY_SIZE,
     ) -> None:
+        self.max_body_size = max_body_size
         self.tree = tree
         self.registry = registry
         self.attributes = attributes
@@ -166,6 +200,34 @@ class DeviceManagement:
         self.tree.write(path, content, replace=replace)
         return Message(code=Code.CHANGED)
 
+    def block_writer(self, request: Message) -> BlockWriter | None:
+        """The writer that streams this Block1 PUT, if its target opted in (else None)."""
+        if request.code != Code.PUT or request.opt.block1 is None:
+            return None
+        try:
+            path = request_path(request)
+            if path.depth != 3:
+                return None
+            rdef, instance = self.tree.resource(path)
+        except LwM2MError:
+            return None  # the ordinary route answers the error
+        if not rdef.writable:
+            return None
+        assert path.resource_id is not None
+        return instance.block_writer(path.resource_id)
+
+    def write_block(self, request: Message, writer: BlockWriter) -> Message:
+        """Hand one block of a streamed Write to ``writer``; 2.31 Continue or 2.04."""
+        if self._on_request is not None:
+            self._on_request()
+        block = request_block1(request)
+        assert block is not None
+        block.check()
+        fmt = request.opt.content_format
+        writer.write_block(block, int(fmt) if fmt is not None else None)
+        code = Code.CONTINUE if block.more else Code.CHANGED
+        return Message(code=code, block1=(block.num, block.more, block.szx))
+
     async def execute(self, path: Path, payload: bytes) -> Message:
         instance = self.tree.executable(path)
         args = parse_execute_args(payload)
@@ -231,8 +293,26 @@ class DmResource(coap_resource.ObservableResource, coap_resource.PathCapable):  
         # request object -> observation waiting for its first response (aiocoap passes
         # the same message to add_observation and then to render)
         self._starting: dict[int, Any] = {}
+        # request object -> how render answers a Block1 request that aiocoap does not
+        # reassemble: the writer that streams it, or the 4.13 it gets
+        self._unassembled: dict[int, BlockWriter | RequestEntityTooLarge] = {}
 
     async def needs_blockwise_assembly(self, request: Message) -> bool:
+        """False for Block1 requests that are streamed or too large (see module doc)."""
+        if request.opt.block1 is None:
+            return True
+        writer = self.dm.block_writer(request)
+        if writer is not None:
+            self._unassembled[id(request)] = writer
+            return False
+        limit = self.dm.max_body_size
+        size1 = request.opt.size1
+        end = request.opt.block1.start + len(request.payload)
+        if (size1 is not None and size1 > limit) or end > limit:
+            self._unassembled[id(request)] = RequestEntityTooLarge(
+                f"request body exceeds {limit} B", size1=limit
+            )
+            return False
         return True
 
     async def add_observation(self, request: Message, server_observation: Any) -> None:
@@ -259,7 +339,12 @@ class DmResource(coap_resource.ObservableResource, coap_resource.PathCapable):  
 
     async def render(self, request: Message) -> Message:
         observation = self._starting.pop(id(request), None)
+        unassembled = self._unassembled.pop(id(request), None)
         try:
+            if isinstance(unassembled, RequestEntityTooLarge):
+                raise unassembled
+            if unassembled is not None:
+                return self.dm.write_block(request, unassembled)
             response, content = await self.dm.handle(request)
         except LwM2MError as exc:
             return error_response(exc)

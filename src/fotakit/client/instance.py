@@ -9,14 +9,23 @@ subclass to refuse one (e.g. ``MethodNotAllowed`` in the wrong state), which the
 answers with that error's CoAP code.
 
 ``notify_changed(resource_id)`` is how device code tells the runtime a value changed: it
-feeds Observe (TS Core §6.4 "Information Reporting").
+feeds Observe (TS Core §6.4 "Information Reporting"). Observe may coalesce changes that
+come faster than ``pmin`` into one notification of the latest value; a change every
+observer must see (a State transition of Object 5) is reported with
+``must_deliver=True``: the runtime then snapshots the value at once and sends each such
+snapshot, in order, ``pmin`` apart.
+
+``block_writer(resource_id)`` lets an instance receive a Block1 Write of a large resource
+(a firmware image) block by block instead of reassembled in RAM: see
+:mod:`fotakit.client.block1`.
 """
 
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Iterable, Mapping
-from typing import TypeAlias
+from typing import Protocol, TypeAlias
 
+from fotakit.client.block1 import BlockWriter
 from fotakit.lwm2m.errors import BadRequest, MethodNotAllowed, NotFound
 from fotakit.lwm2m.model import ObjectDef, Value
 from fotakit.lwm2m.path import Path
@@ -31,8 +40,16 @@ ExecuteResult: TypeAlias = Awaitable[None] | None
 
 ExecuteHandler: TypeAlias = Callable[[str | None], ExecuteResult]
 
-#: Called by an instance when one of its resources (None: the whole instance) changed.
-ChangeListener: TypeAlias = Callable[[Path], None]
+
+class ChangeListener(Protocol):
+    """Called by an instance when one of its resources (or the whole instance) changed.
+
+    ``must_deliver`` asks for the value as it is now to reach every observer (no pmin
+    coalescing); it is passed only when True, so a plain ``Callable[[Path], None]``
+    still works for ordinary changes.
+    """
+
+    def __call__(self, path: Path, must_deliver: bool = ..., /) -> None: ...
 
 
 class ObjectInstance:
@@ -55,12 +72,20 @@ class ObjectInstance:
         self._path = path
         self._listener = listener
 
-    def notify_changed(self, resource_id: int | None = None) -> None:
-        """Tell observers that ``resource_id`` (or, with None, the instance) changed."""
+    def notify_changed(self, resource_id: int | None = None, *, must_deliver: bool = False) -> None:
+        """Tell observers that ``resource_id`` (or, with None, the instance) changed.
+
+        With ``must_deliver`` the value read *now* is queued for every observation of it
+        (or of the instance or object above it) and sent even if later changes follow
+        within ``pmin``: call it right after the value changed, once per transition.
+        """
         if self._path is None or self._listener is None:
             return
         target = self._path if resource_id is None else self._path.child(resource_id)
-        self._listener(target)
+        if must_deliver:
+            self._listener(target, True)
+        else:
+            self._listener(target)
 
     # -- operations device code overrides ----------------------------------------------
     def resource_ids(self) -> Iterable[int]:
@@ -76,6 +101,15 @@ class ObjectInstance:
 
     def execute(self, resource_id: int, args: str | None) -> ExecuteResult:
         raise MethodNotAllowed(f"resource {resource_id} is not executable")
+
+    def block_writer(self, resource_id: int) -> BlockWriter | None:
+        """Opt in to a streamed Block1 Write of ``resource_id`` (None: reassemble in RAM).
+
+        Asked for every block of a Block1 PUT on the resource; the writer returned gets
+        the blocks (:mod:`fotakit.client.block1`). The definition's checks (the
+        resource exists and is writable) have passed before this is called.
+        """
+        return None
 
 
 class SimpleInstance(ObjectInstance):

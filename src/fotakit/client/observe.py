@@ -9,7 +9,17 @@ rendered notification. The decision follows the attributes in force for the path
   end of ``pmin`` if a notification went out less than ``pmin`` ago;
 - ``gt``/``lt``/``st`` filter changes of a numeric resource, compared with the value last
   notified (:func:`fotakit.lwm2m.attributes.should_notify`);
-- ``pmax`` forces a notification when that long passed without one.
+- ``pmax`` forces a notification when that long passed without one;
+- a change reported with ``must_deliver`` (a State transition of Object 5, which a
+  server must see even when Idle -> Downloading -> Downloaded happens within ``pmin``)
+  is rendered at once and queued; queued values go out in order, each ``pmin`` after
+  the previous notification, never merged or dropped (the ``gt``/``lt``/``st`` filters
+  do not apply to them). Ordinary changes that arrive while values are queued are
+  evaluated once the queue is empty.
+
+aiocoap's ``ServerObservation.trigger`` keeps one pending response only (a newer trigger
+overwrites one not yet sent), so queued values are handed over one per event-loop turn,
+and only when the previous one has been taken.
 
 Timers are asyncio ``call_at`` handles, one of each kind per observation at most, all
 cancelled when the observation ends.
@@ -19,6 +29,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections import deque
 from collections.abc import Callable
 from typing import Any
 
@@ -36,6 +47,13 @@ _log = logging.getLogger(__name__)
 
 #: Renders the current state of a path: (content, payload) in the observation's format.
 Renderer = Callable[[Path, int], tuple[Content, bytes]]
+
+#: Must-deliver values waiting for pmin, per observation. Object 5 makes at most a few
+#: transitions per update; a queue this long means nobody is reading, so the oldest go.
+MAX_QUEUED = 64
+# How many event-loop turns to wait for aiocoap to take a triggered notification.
+_HANDOVER_TURNS = 100
+_TIMER_SLACK = 0.001
 
 
 def _observed_value(path: Path, content: Content) -> object:
@@ -65,6 +83,10 @@ class Observation:
         self.notifications = 0
         self._pmin_timer: asyncio.TimerHandle | None = None
         self._pmax_timer: asyncio.TimerHandle | None = None
+        self._handover: asyncio.Handle | None = None
+        # must-deliver snapshots not yet sent: (observed value, payload)
+        self._queue: deque[tuple[object, bytes]] = deque()
+        self._dirty = False  # an ordinary change came in while values were queued
         self.active = True
 
     # -- lifecycle ---------------------------------------------------------------------
@@ -76,16 +98,26 @@ class Observation:
 
     def close(self) -> None:
         self.active = False
-        for timer in (self._pmin_timer, self._pmax_timer):
+        for timer in (self._pmin_timer, self._pmax_timer, self._handover):
             if timer is not None:
                 timer.cancel()
         self._pmin_timer = self._pmax_timer = None
+        self._handover = None
+        self._queue.clear()
 
     # -- events --------------------------------------------------------------------------
-    def changed(self) -> None:
+    def changed(self, must_deliver: bool = False) -> None:
         """Device code reported a change under (or above) the observed path."""
-        if not self.active or self.last_sent is None or self._pmin_timer is not None:
-            return  # not started yet, or an evaluation is already waiting for pmin
+        if not self.active or self.last_sent is None:
+            return  # not started yet: the first response carries the current value
+        if must_deliver:
+            self._enqueue()
+            return
+        if self._queue or self._handover is not None:
+            self._dirty = True  # looked at once the queued values are out
+            return
+        if self._pmin_timer is not None:
+            return  # an evaluation is already waiting for pmin
         attrs = self.manager.attributes.effective(self.path)
         earliest = self.last_sent + (attrs.pmin or 0)
         if self._loop.time() < earliest:
@@ -100,10 +132,86 @@ class Observation:
 
     def _pmin_elapsed(self) -> None:
         self._pmin_timer = None
+        if self._queue:
+            self._drain()
+            return
         self._evaluate(forced=False, pmin_elapsed=True)
+
+    # -- must-deliver queue ----------------------------------------------------------------
+    def _enqueue(self) -> None:
+        try:
+            content, payload = self.manager.render(self.path, self.fmt)
+        except LwM2MError as exc:
+            self.end(exc)
+            return
+        value = _observed_value(self.path, content)
+        previous = self._queue[-1][0] if self._queue else self.last_value
+        if value == previous:
+            return  # e.g. /5/0 told of /5/0/3 and then /5/0/5 of the same transition
+        if len(self._queue) >= MAX_QUEUED:
+            _log.warning(
+                "observation of %s: %d values unsent, dropping the oldest",
+                self.path,
+                len(self._queue),
+            )
+            self._queue.popleft()
+        self._queue.append((value, payload))
+        if self._pmin_timer is None and self._handover is None:
+            self._drain()
+
+    def _drain(self, turns: int = 0) -> None:
+        """Send the oldest queued value if pmin allows and aiocoap is ready for it."""
+        self._handover = None
+        if not self.active or not self._queue or self.last_sent is None:
+            return
+        attrs = self.manager.attributes.effective(self.path)
+        earliest = self.last_sent + (attrs.pmin or 0)
+        # (a timer may fire a hair before its time on a coarse clock: _TIMER_SLACK)
+        if self._loop.time() < earliest - _TIMER_SLACK:
+            if self._pmin_timer is None:
+                self._pmin_timer = self._loop.call_at(earliest, self._pmin_elapsed)
+            return
+        if self._trigger_pending() and turns < _HANDOVER_TURNS:
+            self._handover = self._loop.call_soon(self._drain, turns + 1)
+            return
+        value, payload = self._queue.popleft()
+        self._send(Message(code=Code.CONTENT, payload=payload, content_format=self.fmt))
+        self.last_value = value
+        self.last_sent = self._loop.time()
+        self.notifications += 1
+        if self._pmin_timer is not None:
+            self._pmin_timer.cancel()
+            self._pmin_timer = None
+        self._schedule_pmax()
+        if self._queue or self._dirty:
+            # the next value (or a look at ordinary changes) waits for pmin, and at
+            # least for aiocoap to take this one
+            self._handover = self._loop.call_soon(self._after_send)
+
+    def _after_send(self, turns: int = 0) -> None:
+        self._handover = None
+        if self._trigger_pending() and turns < _HANDOVER_TURNS:
+            self._handover = self._loop.call_soon(self._after_send, turns + 1)
+            return
+        if self._queue:
+            self._drain()
+        elif self._dirty:
+            self._dirty = False
+            self.changed()
+
+    def _trigger_pending(self) -> bool:
+        """True while aiocoap has not yet taken the last triggered notification."""
+        pending = getattr(self._servobs, "_trigger", None)
+        return isinstance(pending, asyncio.Future) and pending.done()
 
     def _pmax_elapsed(self) -> None:
         self._pmax_timer = None
+        if self._queue or self._handover is not None:
+            # queued values are older than the current one: they go first (pmin allowing)
+            self._schedule_pmax()
+            if self._handover is None:
+                self._drain()
+            return
         self._evaluate(forced=True)
 
     def _schedule_pmax(self) -> None:
@@ -200,11 +308,15 @@ class ObservationManager:
                 self._membership.clear()
                 await self._membership.wait()
 
-    def changed(self, path: Path) -> None:
-        """A value at ``path`` changed: every observation above or below it evaluates."""
+    def changed(self, path: Path, must_deliver: bool = False) -> None:
+        """A value at ``path`` changed: every observation above or below it evaluates.
+
+        ``must_deliver``: queue the value as it is now for each of them (see the module
+        docstring).
+        """
         for observation in list(self._observations):
             if observation.path.startswith(path) or path.startswith(observation.path):
-                observation.changed()
+                observation.changed(must_deliver)
 
     def removed(self, path: Path) -> None:
         """``path`` was deleted: observations of it or below it end with 4.04."""

@@ -68,10 +68,25 @@ class PreconditionFailed(LwM2MError):
     code = Code.PRECONDITION_FAILED
 
 
+class RequestEntityIncomplete(LwM2MError):
+    """4.08: a Block1 body arrived with a gap (RFC 7959 §2.9.2): a block came whose
+    predecessors the receiver does not have (or no transfer is in progress)."""
+
+    code = Code.REQUEST_ENTITY_INCOMPLETE
+
+
 class RequestEntityTooLarge(LwM2MError):
-    """4.13: the payload does not fit (RFC 7959 §2.9.3 for block-wise transfers)."""
+    """4.13: the payload does not fit (RFC 7959 §2.9.3 for block-wise transfers).
+
+    ``size1`` is the largest body the receiver accepts; the response carries it in a
+    Size1 option (RFC 7959 §4) so the sender knows the limit.
+    """
 
     code = Code.REQUEST_ENTITY_TOO_LARGE
+
+    def __init__(self, message: str = "", *, size1: int | None = None) -> None:
+        super().__init__(message)
+        self.size1 = size1
 
 
 class UnsupportedContentFormat(LwM2MError):
