@@ -504,7 +504,10 @@ def _table(results: dict[str, Any], args: argparse.Namespace) -> str:
         "",
         f"Measured {time.strftime('%Y-%m-%d')} at {sha}; {cpu_model()}; Python "
         f"{platform.python_version()}, aiocoap {aiocoap.meta.version}. The delivery server "
-        "(CoAP `/fw` resource in an aiocoap `Site` + HTTP app on uvicorn, one asyncio loop) "
+        "(CoAP `/fw` resource mounted in a `fotakit.coap.FastSite` as `fotakit server` "
+        "mounts it, so a block of a cached package is answered synchronously, without "
+        "aiocoap's per-request render task and `Site` copy; HTTP app on uvicorn; one "
+        "asyncio loop) "
         "runs in its own process pinned to CPU 0; clients and the in-process relay "
         "(`fotakit.sim.UdpRelay`, RTT split evenly between the directions, no loss) run in "
         "the benchmark process pinned to CPU 1. For reference the same harness also runs "
@@ -671,20 +674,20 @@ def _verdict(results: dict[str, Any], reference: dict[str, Any], blocks: int) ->
         ref_cpu = reference["coap"][rtt]["server_cpu"] * 1000
         text += (
             f" In the same harness libcoap's server reaches η {ref['coap-client-notls']:.3f} "
-            f"with coap-client-notls and {ref['aiocoap']:.3f} with the aiocoap client. The "
-            f"difference is the server's turnaround: fotakit's server uses {fot_cpu:.2f} ms "
+            f"with coap-client-notls and {ref['aiocoap']:.3f} with the aiocoap client. "
+            f"Server CPU: fotakit's server uses {fot_cpu:.2f} ms "
             f"of CPU per block at 20 ms RTT against {ref_cpu:.2f} ms for libcoap's (and "
             f"{results['coap'][0.0]['server_cpu'] * 1000:.2f} ms when busy on loopback, where "
             f"libcoap's uses {reference['coap'][0.0]['server_cpu'] * 1000:.2f} ms: both slow "
             "down by a similar factor; our reading is that between blocks the server sleeps "
-            "for the RTT and each request then runs with cold caches). Profiles of that CPU "
-            "taken separately (py-spy, cProfile; not part of this command) show it is "
-            "aiocoap's "
-            "server path — receive and decode, message and token managers, the `Site` "
-            "copying the request (a deepcopy of its options) to dispatch `/fw/<id>`, "
-            "formatting the request for the render task's name, the response's encode and "
-            "send — while the `/fw` resource itself is a few percent. The aiocoap client "
-            "costs more per block than libcoap's (client turnaround above)."
+            "for the RTT and each request then runs with cold caches). Before the fast path "
+            "(commit de67bea) the same harness gave η 0.935 (coap-client-notls) and 0.91 "
+            "(aiocoap client): profiles (py-spy, cProfile; not part of this command) put a "
+            "third of the server's time per block in aiocoap's render task, named after the "
+            "request's repr, and in the `Site` deep-copying each request to dispatch it. "
+            "What remains is aiocoap's receive, decode, message and token managers, encode "
+            "and send; the `/fw` resource itself is a few percent. The aiocoap client costs "
+            "more per block than libcoap's (client turnaround above)."
         )
     return [text]
 
