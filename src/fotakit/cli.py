@@ -173,10 +173,12 @@ def demo(
 
 def _register_subcommands() -> None:
     from fotakit import cli_repository  # noqa: F401  (registers package upload / list)
+    from fotakit.cli_agent import agent_app
     from fotakit.cli_packages import keys_app, package_app
 
     app.add_typer(keys_app, name="keys")
     app.add_typer(package_app, name="package")
+    app.add_typer(agent_app, name="agent")
 
 
 _register_subcommands()

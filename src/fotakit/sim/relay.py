@@ -112,6 +112,8 @@ class DirectionStats:
     read_lag_total: float = 0.0
     """Sum over arrived datagrams of arrival-to-read time: the relay's own wake-up latency,
     which the configured delay absorbs (see the module doc)."""
+    outage_dropped: int = 0
+    """Datagrams lost to an outage (:meth:`UdpRelay.set_outage`); also counted in dropped."""
 
     @property
     def mean_delay(self) -> float:
@@ -242,6 +244,37 @@ class UdpRelay:
         self._loop: asyncio.AbstractEventLoop | None = None
         self.address: Address = (host, 0)
         self.trace: list[tuple[str, float]] | None = [] if trace else None
+        self._outage = False
+        self._outage_timer: asyncio.TimerHandle | None = None
+
+    # -- outages ----------------------------------------------------------------------------
+
+    @property
+    def outage(self) -> bool:
+        """True while the link is down: every datagram, either way, is lost."""
+        return self._outage
+
+    def set_outage(self, down: bool) -> None:
+        """Take the link down (``True``) or bring it back (``False``).
+
+        While down, datagrams arriving from either side are dropped, and so are datagrams
+        already in flight that fall due: a radio link that loses coverage loses what was
+        in the air too. Drops count in :attr:`DirectionStats.dropped` and
+        :attr:`DirectionStats.outage_dropped`; the loss RNG is not consumed, so the random
+        losses after the outage are the ones the seed gives without it.
+        """
+        if self._outage_timer is not None:
+            self._outage_timer.cancel()
+            self._outage_timer = None
+        self._outage = down
+
+    def outage_for(self, seconds: float) -> None:
+        """Take the link down now and bring it back after ``seconds`` (a timed blackout)."""
+        if seconds < 0:
+            raise ValueError("an outage cannot last a negative time")
+        self.set_outage(True)
+        assert self._loop is not None, "start the relay first"
+        self._outage_timer = self._loop.call_later(seconds, self.set_outage, False)
 
     async def start(self) -> Address:
         """Bind the listening socket; returns the address clients should send to."""
@@ -259,6 +292,7 @@ class UdpRelay:
         for handle in self._pending:
             handle.cancel()
         self._pending.clear()
+        self.set_outage(False)
         for session in self._sessions.values():
             if session.transport is not None:
                 session.transport.close()
@@ -334,6 +368,12 @@ class UdpRelay:
         arrived = _arrival(fd, now)
         lane.stats.read_lag_total += now - arrived
         self._note(direction + "-in", arrived)
+        if self._outage:
+            lane.stats.datagrams_in += 1
+            lane.stats.bytes_in += len(data)
+            lane.stats.dropped += 1
+            lane.stats.outage_dropped += 1
+            return
         at = lane.schedule(arrived, len(data))
         if at is None:
             return
@@ -366,6 +406,10 @@ class UdpRelay:
         now = loop.time()
         while lane.queue and lane.queue[0].at <= now:
             item = lane.queue.popleft()
+            if self._outage:
+                lane.stats.dropped += 1
+                lane.stats.outage_dropped += 1
+                continue
             lane.stats.datagrams_out += 1
             lane.stats.bytes_out += item.size
             lane.stats.delay_total += now - item.arrived
