@@ -18,21 +18,41 @@ IMMEDIATE`` for writes, which takes the write lock up front instead of failing w
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Any, Final, Literal
 
-from sqlalchemy import Connection, Engine, create_engine, event, insert, inspect, select
+from sqlalchemy import (
+    Connection,
+    Engine,
+    create_engine,
+    event,
+    insert,
+    inspect,
+    select,
+    text,
+    update,
+)
 from sqlalchemy.engine import URL
 from sqlalchemy.pool import ConnectionPoolEntry, StaticPool
 
 from fotakit.store.errors import SchemaVersionError, StoreError
-from fotakit.store.schema import FOTAKIT_TABLES, SCHEMA_VERSION, Base, SchemaVersionRow
+from fotakit.store.schema import (
+    FOTAKIT_TABLES,
+    MIGRATIONS,
+    SCHEMA_VERSION,
+    Base,
+    SchemaVersionRow,
+)
 from fotakit.store.urls import redacted
 
 SqliteSynchronous = Literal["FULL", "NORMAL"]
 
 WRITE_OPTION: Final = "fotakit_write"
 _BUSY_TIMEOUT_MS: Final = 10_000
+_SCHEMA_LOCK_KEY: Final = 0x66_6F_74_61  # "fota"
+
+log = logging.getLogger("fotakit.store")
 
 
 def make_engine(url: URL, *, sqlite_synchronous: SqliteSynchronous = "FULL") -> Engine:
@@ -79,13 +99,21 @@ def _sqlite_engine(url: URL, synchronous: SqliteSynchronous) -> Engine:
 
 
 def ensure_schema(engine: Engine) -> None:
-    """Create the tables of a new database, or check the version of an existing one.
+    """Create the tables of a new database, check the version of an existing one, or
+    upgrade it in place from an older version.
 
     A database with a newer (or unknown) version is refused before anything is written.
+    An older one gets the missing tables (every migration so far only adds tables, see
+    :data:`~fotakit.store.schema.MIGRATIONS`) and its version row raised, in the same
+    transaction. On PostgreSQL a transaction-scoped advisory lock serialises processes that
+    open the same database at once (SQLite's ``BEGIN IMMEDIATE`` already does).
     """
     url = redacted(engine.url)
     with engine.execution_options(**{WRITE_OPTION: True}).begin() as conn:
+        if conn.dialect.name == "postgresql":
+            conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _SCHEMA_LOCK_KEY})
         existing = set(inspect(conn).get_table_names())
+        found: int | None = None
         if SchemaVersionRow.__tablename__ in existing:
             versions = list(conn.scalars(select(SchemaVersionRow.version)))
             if len(versions) != 1:
@@ -93,13 +121,21 @@ def ensure_schema(engine: Engine) -> None:
                     f"database {url} has {len(versions)} rows in schema_version, expected "
                     "exactly 1; it was not written by fotakit or is damaged"
                 )
-            if versions[0] != SCHEMA_VERSION:
-                raise SchemaVersionError(versions[0], SCHEMA_VERSION, url)
+            found = versions[0]
+            if not 1 <= found <= SCHEMA_VERSION:
+                raise SchemaVersionError(found, SCHEMA_VERSION, url)
         elif existing & FOTAKIT_TABLES:
             raise StoreError(
                 f"database {url} has tables {sorted(existing & FOTAKIT_TABLES)} but no "
                 "schema_version table; it was not created by fotakit"
             )
         Base.metadata.create_all(conn)
-        if SchemaVersionRow.__tablename__ not in existing:
+        if found is None:
             conn.execute(insert(SchemaVersionRow).values(id=1, version=SCHEMA_VERSION))
+        elif found < SCHEMA_VERSION:
+            for version in range(found, SCHEMA_VERSION):
+                MIGRATIONS[version](conn)
+            conn.execute(update(SchemaVersionRow).values(version=SCHEMA_VERSION))
+            log.info(
+                "database %s upgraded from schema version %d to %d", url, found, SCHEMA_VERSION
+            )

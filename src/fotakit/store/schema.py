@@ -1,4 +1,4 @@
-"""The database schema (version 1): devices, registrations, observations, pending requests.
+"""The database schema (version 2): devices, registrations, observations, pending requests.
 
 These ORM classes never leave :mod:`fotakit.store`; the store converts them to the frozen
 records of :mod:`fotakit.store.records` before returning. Observations reference their
@@ -7,10 +7,15 @@ registration with ``ON DELETE CASCADE`` so that deleting or replacing a registra
 its observations inside the same transaction.
 
 Any change to these tables needs a new :data:`SCHEMA_VERSION` and a migration.
+
+Other modules add their tables to the same :class:`Base`: ``packages``
+(:mod:`fotakit.repository.schema`, version 1) and the update tables
+(:mod:`fotakit.updates.tables`, version 2: campaigns, jobs, job events...).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any, Final
 
@@ -19,6 +24,7 @@ from sqlalchemy import (
     BigInteger,
     Boolean,
     CheckConstraint,
+    Connection,
     DateTime,
     Dialect,
     ForeignKey,
@@ -38,7 +44,22 @@ from fotakit.store.records import (
     RegistrationRecord,
 )
 
-SCHEMA_VERSION: Final = 1
+SCHEMA_VERSION: Final = 2
+
+
+def _add_tables_only(_conn: Connection) -> None:
+    """A migration that only adds tables: ``create_all`` (run before it) has done it."""
+
+
+MIGRATIONS: Final[dict[int, Callable[[Connection], None]]] = {
+    # 1 -> 2: the update tables (campaigns, campaign_counters, campaign_waves, jobs,
+    # job_events, rate_buckets). They are created by whichever fotakit opens the database
+    # with fotakit.updates.tables imported; a version-2 database opened without them gets
+    # them on a later open (create_all only ever adds what is missing).
+    1: _add_tables_only,
+}
+"""Steps from version ``v`` to ``v + 1``, run in order inside the opening transaction
+after ``create_all`` has added any missing table."""
 
 ENDPOINT_MAX: Final = 255
 REGISTRATION_ID_MAX: Final = 64

@@ -1,0 +1,1 @@
+"""Server-side update orchestration: per-device update jobs and fleet campaigns."""
