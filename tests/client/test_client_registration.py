@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 from aiocoap.numbers.codes import Code
 
-from fotakit.client import ClientConfig, EventKind, LwM2MClient
+from fotakit.client import ClientConfig, EventKind, LwM2MClient, LwM2MObject, SimpleInstance
+from fotakit.client.client import advertised_version
 from fotakit.client.config import default_update_margin
 from fotakit.lwm2m.linkformat import parse_links
+from fotakit.lwm2m.objects import builtin_registry
 from fotakit.lwm2m.registration import parse_register, parse_update
 
 
@@ -218,13 +222,38 @@ async def test_writing_a_bad_binding_is_bad_request(rd, registered):
 
 
 async def test_register_payload_declares_object_versions(rd, make_client):
-    client = make_client(lwm2m_version="1.0")
+    client = make_client(lwm2m_version="1.1")
     await client.start()
     await client.wait_registered(5.0)
-    msg = await rd.next("register")
-    text = msg.payload.decode()
-    assert '</1>;ver="1.2"' in text, "1.0 quotes ver"
+    text = (await rd.next("register")).payload.decode()
+    # Server 1.2 needs LwM2M 1.2: a 1.1 client announces Server 1.1
+    assert "</1>;ver=1.1" in text and "ver=1.2,</1" not in text
     assert "</1/0>" in text and "</3/0>" in text and "</0" not in text
+
+
+async def test_a_1_0_client_claims_no_object_version_newer_than_lwm2m_1_0(rd, make_client):
+    device = builtin_registry().get(3)
+    assert device is not None
+    user = dataclasses.replace(device, id=32769, version="2.0", lwm2m_version="1.0")
+    client = make_client([LwM2MObject(user, {0: SimpleInstance({0: "x"})})], lwm2m_version="1.0")
+    await client.start()
+    await client.wait_registered(5.0)
+    text = (await rd.next("register")).payload.decode()
+    assert '</32769>;ver="2.0"' in text, "1.0 quotes ver"
+    assert text.count("ver=") == 1, text
+    assert "</1/0>" in text and "</3/0>" in text and "</0" not in text
+
+
+def test_advertised_version_follows_the_lwm2m_version_an_object_needs() -> None:
+    registry = builtin_registry()
+    server, device = registry.get(1), registry.get(3)
+    assert server is not None and device is not None
+    assert advertised_version(server, "1.2") == "1.2"
+    assert advertised_version(server, "1.1") == "1.1"
+    assert advertised_version(device, "1.1") == device.version
+    assert advertised_version(device, "1.0") == "1.0"
+    user = dataclasses.replace(device, id=32769, version="2.0", lwm2m_version="1.0")
+    assert advertised_version(user, "1.0") == "2.0"
 
 
 async def test_explicit_update_margin_sets_when_the_update_goes(rd, make_client):

@@ -39,7 +39,7 @@ from fotakit.coap import create_endpoint
 from fotakit.lwm2m.attributes import NotificationAttributes
 from fotakit.lwm2m.codecs import ContentFormat
 from fotakit.lwm2m.linkformat import Link, links_for_objects
-from fotakit.lwm2m.model import ObjectRegistry
+from fotakit.lwm2m.model import ObjectDef, ObjectRegistry
 from fotakit.lwm2m.path import Path
 
 _log = logging.getLogger(__name__)
@@ -57,6 +57,34 @@ def _content_formats(version: str) -> tuple[int, ...]:
     if version != "1.1":
         formats.append(ContentFormat.LWM2M_CBOR)
     return tuple(int(f) for f in formats)
+
+
+def _version_key(version: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(part) for part in version.split("."))
+    except ValueError:
+        return (0,)
+
+
+#: Objects whose versions are numbered after the TS they came with (Security 1.1 and
+#: Server 1.1 belong to LwM2M 1.1, 1.2 to 1.2), so the TS version names the object version.
+_VERSIONED_WITH_THE_TS = frozenset({0, 1})
+
+
+def advertised_version(definition: ObjectDef, lwm2m_version: str) -> str:
+    """The object version a client speaking ``lwm2m_version`` announces (TS §6.2.1 ``ver``).
+
+    An object definition says which LwM2M version its object version needs (the DDF's
+    ``LWM2MVersion``: Server 1.2 needs LwM2M 1.2). A client speaking an older LwM2M must
+    not claim it: it announces the version of that object belonging to its own LwM2M
+    version (Security and Server) or 1.0 (the others, whose 1.1+ versions all need LwM2M
+    1.1), and serves the resources that version knows.
+    """
+    if _version_key(definition.lwm2m_version) <= _version_key(lwm2m_version):
+        return definition.version
+    if definition.id in _VERSIONED_WITH_THE_TS:
+        return lwm2m_version
+    return "1.0"
 
 
 class LwM2MClient:
@@ -156,9 +184,9 @@ class LwM2MClient:
         """The object links of the Register/Update payload (/0 and /21 left out)."""
         instances = {o.id: list(o.instances) for o in self.tree.objects.values()}
         versions = {
-            o.id: o.definition.version
+            o.id: version
             for o in self.tree.objects.values()
-            if o.definition.version != "1.0"
+            if (version := advertised_version(o.definition, self.config.lwm2m_version)) != "1.0"
         }
         return links_for_objects(
             instances, versions=versions, lwm2m_version=self.config.lwm2m_version
