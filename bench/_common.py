@@ -10,6 +10,7 @@ import os
 import platform
 import subprocess
 from pathlib import Path
+from typing import Any
 
 
 def pin(cpu: int) -> None:
@@ -50,3 +51,15 @@ def write_section(path: Path, head: str, section: str) -> None:
         end = text.find("\n## ", start + len(head))
         text = text[:start] + section + (text[end + 1 :] if end >= 0 else "")
     path.write_text(text)
+
+
+async def serve_repository_coap(repo: Any) -> tuple[Any, int]:
+    """Mount a repository's ``/fw`` the way ``fotakit server`` does (in a FastSite) on a
+    loopback CoAP endpoint; returns (aiocoap context, port)."""
+    from fotakit.coap import FastSite, create_endpoint
+    from fotakit.repository.coap import coap_resources
+
+    site = FastSite()
+    for path, resource in coap_resources(repo):
+        site.add_fast_resource(path[0], resource)
+    return await create_endpoint(site, "127.0.0.1", 0)

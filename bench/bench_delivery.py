@@ -45,7 +45,7 @@ import httpx
 from aiocoap.numbers.codes import Code
 from aiocoap.optiontypes import BlockOption
 
-from _common import cpu_model, pin, revision, write_section
+from _common import cpu_model, pin, revision, serve_repository_coap, write_section
 
 PHASE_DEADLINE = 300.0
 MIB = 1 << 20
@@ -59,16 +59,11 @@ RANDOM_BLOCKS = 256
 
 
 async def _serve(repo_dir: str, db_url: str) -> None:
-    from fotakit.coap import FastSite, create_endpoint
     from fotakit.repository import Repository
-    from fotakit.repository.coap import coap_resources
     from fotakit.repository.http import create_http_app, serve_http
 
     repo = Repository(repo_dir, db_url)
-    site = FastSite()
-    for path, resource in coap_resources(repo):
-        site.add_fast_resource(path[0], resource)
-    ctx, coap_port = await create_endpoint(site, "127.0.0.1", 0)
+    ctx, coap_port = await serve_repository_coap(repo)
     http = await serve_http(create_http_app(repo), "127.0.0.1", 0)
     print(json.dumps({"coap": coap_port, "http": http.port}), flush=True)
     loop = asyncio.get_running_loop()

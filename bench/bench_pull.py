@@ -42,7 +42,7 @@ from typing import Any
 import aiocoap
 import aiocoap.meta
 
-from _common import cpu_model, pin, revision, write_section
+from _common import cpu_model, pin, revision, serve_repository_coap, write_section
 
 DEADLINE = 600.0
 MIB = 1 << 20
@@ -57,15 +57,10 @@ SEED = 2026
 
 
 async def _serve(repo_dir: str, db_url: str) -> None:
-    from fotakit.coap import create_endpoint
     from fotakit.repository import Repository
-    from fotakit.repository.coap import coap_resources
 
     repo = Repository(repo_dir, db_url)
-    site = aiocoap.resource.Site()
-    for path, resource in coap_resources(repo):
-        site.add_resource(path, resource)
-    ctx, port = await create_endpoint(site, "127.0.0.1", 0)
+    ctx, port = await serve_repository_coap(repo)
     print(json.dumps({"coap": port}), flush=True)
     await asyncio.get_running_loop().run_in_executor(None, sys.stdin.read)
     await ctx.shutdown()
@@ -245,7 +240,8 @@ def _table(results: dict[str, Any], args: argparse.Namespace) -> str:
         f"Measured {time.strftime('%Y-%m-%d')} at {revision()}; {cpu_model()}; Python "
         f"{platform.python_version()}, aiocoap {aiocoap.meta.version}; load average "
         f"{args.load} at the start, {_loads(results)} after the runs. The fotakit "
-        "repository's CoAP `/fw` resource runs in its own process pinned to CPU 0; the "
+        "repository's CoAP `/fw` resource (mounted as `fotakit server` mounts it, in a "
+        "`FastSite`) runs in its own process pinned to CPU 0; the "
         "agent's `Downloader` (`fotakit.agent.download`) and the in-process relay "
         "(`fotakit.sim.UdpRelay`) run in the benchmark process pinned to CPU 1. "
         f"A {results['size']:,}-byte package ({blocks} Block2 blocks of "

@@ -4,13 +4,18 @@ anchors on disk, and a firmware repository serving packages over CoAP and HTTP."
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import aiocoap
 import aiocoap.resource
 import pytest
-from runtime_helpers import CLASS, EP, VENDOR, next_event, server_config, write_agent_config
+from runtime_helpers import (
+    EP,
+    Packages,
+    next_event,
+    server_config,
+    write_agent_config,
+)
 
 from fotakit.agent.config import load_config
 from fotakit.agent.runtime import Agent
@@ -18,11 +23,10 @@ from fotakit.coap import create_endpoint
 from fotakit.packages import (
     PrivateKey,
     TrustStore,
-    build_package_in_memory,
     generate_key,
     write_key_pair,
 )
-from fotakit.repository import PackageRecord, Repository
+from fotakit.repository import Repository
 from fotakit.repository.coap import coap_resources
 from fotakit.repository.http import create_http_app, serve_http
 from fotakit.server import LwM2MServer, Registered
@@ -59,43 +63,6 @@ def trust_dir(tmp_path: Path, signing_key: PrivateKey) -> Path:
         if "PRIVATE" in private.read_text():
             private.unlink()
     return d
-
-
-@dataclass
-class Packages:
-    """Builds signed packages and publishes them in the repository (CoAP and HTTP)."""
-
-    repo: Repository
-    key: PrivateKey
-    coap_port: int
-    http_port: int
-
-    def build(
-        self,
-        payload: bytes,
-        *,
-        version: str,
-        sequence: int,
-        class_name: str = CLASS,
-        key: PrivateKey | None = None,
-    ) -> bytes:
-        return build_package_in_memory(
-            payload,
-            version=version,
-            vendor_domain=VENDOR,
-            class_name=class_name,
-            sequence=sequence,
-            key=key or self.key,
-        )
-
-    def publish(self, data: bytes) -> PackageRecord:
-        return self.repo.add(data)
-
-    def coap_uri(self, record: PackageRecord) -> str:
-        return record.coap_uri("127.0.0.1", self.coap_port)
-
-    def http_uri(self, record: PackageRecord) -> str:
-        return record.http_uri("127.0.0.1", self.http_port)
 
 
 @pytest.fixture
