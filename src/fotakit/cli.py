@@ -119,6 +119,25 @@ def server(
             envvar="FOTAKIT_REPOSITORY",
         ),
     ] = None,
+    node_id: Annotated[
+        str | None,
+        typer.Option(
+            help="Name of this server process in update jobs (stable across restarts, "
+            "distinct per process sharing a database; default <host name>:<port>).",
+            envvar="FOTAKIT_NODE_ID",
+        ),
+    ] = None,
+    public_host: Annotated[
+        str | None,
+        typer.Option(
+            help="Host name devices use to fetch packages (default: the bind address).",
+            envvar="FOTAKIT_PUBLIC_HOST",
+        ),
+    ] = None,
+    updates: Annotated[
+        bool,
+        typer.Option(help="Run update jobs and campaigns in this process (fotakit.updates)."),
+    ] = True,
 ) -> None:
     """Run the LwM2M server in the foreground; one log line per registration event."""
     from fotakit.coap import TransportParams
@@ -144,7 +163,16 @@ def server(
     )
     try:
         repository_dir = (repository or (data_dir or FsPath("data")) / "repository").expanduser()
-        asyncio.run(run_server_with_repository(config, repository_dir, http_port=http_port))
+        asyncio.run(
+            run_server_with_repository(
+                config,
+                repository_dir,
+                http_port=http_port,
+                updates=updates,
+                node_id=node_id,
+                public_host=public_host,
+            )
+        )
     except OSError as exc:
         err_console.print(f"[red]error:[/red] cannot start the server on {host}:{port}: {exc}")
         raise typer.Exit(1) from exc

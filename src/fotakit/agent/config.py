@@ -110,6 +110,7 @@ class AgentConfig:
     connectivity: Literal["linux", "simulated"] = "linux"
     deregister_on_reboot: bool = False
     source: Path | None = None  # the file this was read from
+    queue_mode: bool = False  # register with Q (TS Core §6.5); Python API only for now
 
     def trust_store(self) -> TrustStore:
         """The trust anchors as a :class:`TrustStore` (ConfigError if unreadable)."""

@@ -517,6 +517,7 @@ class Agent:
                 local_host=cfg.local_host,
                 local_port=cfg.local_port,
                 transport=cfg.transport,
+                queue_mode=cfg.queue_mode,
             ),
             [
                 LwM2MObject(DEVICE, {0: self.device}),

@@ -8,8 +8,10 @@ possibly from another process sharing the same directory and database.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import os
+import signal
 from collections.abc import Callable
 
 from fotakit.repository.coap import coap_resources
@@ -26,9 +28,15 @@ async def run_server_with_repository(
     http_port: int | None = None,
     stop: asyncio.Event | None = None,
     on_started: Callable[[LwM2MServer, HttpServer | None], None] | None = None,
+    updates: bool = True,
+    node_id: str | None = None,
+    public_host: str | None = None,
 ) -> None:
     """Run the LwM2M server with ``/fw`` mounted, and HTTP delivery if ``http_port`` is set.
 
+    With ``updates`` the update service (jobs and campaigns, :mod:`fotakit.updates`) runs
+    in the same process on the same database; devices fetch packages from
+    ``public_host`` (default: the bind address) on the LwM2M and HTTP ports.
     Returns after SIGINT/SIGTERM (or ``stop``), with everything closed.
     """
     repository = await asyncio.to_thread(Repository, repository_dir, config.db_url)
@@ -48,8 +56,54 @@ async def run_server_with_repository(
             def started(server: LwM2MServer) -> None:
                 callback(server, http_server)
 
-        await run_server(mounted, stop=stop, on_started=started)
+        if updates:
+            await _run_with_updates(mounted, repository, http, stop, started, node_id, public_host)
+        else:
+            await run_server(mounted, stop=stop, on_started=started)
     finally:
         if http is not None:
             await http.stop()
         await asyncio.to_thread(repository.close)
+
+
+async def _run_with_updates(
+    config: ServerConfig,
+    repository: Repository,
+    http: HttpServer | None,
+    stop: asyncio.Event | None,
+    on_started: Callable[[LwM2MServer], None] | None,
+    node_id: str | None,
+    public_host: str | None,
+) -> None:
+    """:func:`run_server` with the :class:`~fotakit.updates.service.UpdateService` beside."""
+    from fotakit.updates.engine_packages import BaseUris
+    from fotakit.updates.service import UpdateService
+
+    stop_event = stop or asyncio.Event()
+    loop = asyncio.get_running_loop()
+    installed: list[signal.Signals] = []
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
+            loop.add_signal_handler(sig, stop_event.set)
+            installed.append(sig)
+    server = LwM2MServer(config)
+    service: UpdateService | None = None
+    try:
+        await server.start()
+        host = public_host or ("127.0.0.1" if config.host in ("0.0.0.0", "::") else config.host)
+        host = f"[{host}]" if ":" in host else host
+        base = BaseUris(
+            coap=f"coap://{host}:{server.port}",
+            http=f"http://{host}:{http.port}" if http is not None else None,
+        )
+        service = UpdateService(server, repository, config.db_url, node_id=node_id, base_uris=base)
+        await service.start()
+        if on_started is not None:
+            on_started(server)
+        await stop_event.wait()
+    finally:
+        if service is not None:
+            await service.stop()
+        await server.stop()
+        for sig in installed:
+            loop.remove_signal_handler(sig)
