@@ -28,7 +28,9 @@ from fotakit.updates.job import JobPolicy
 from fotakit.updates.targets import TargetSpec
 
 N = 50
-POLICY = JobPolicy(prefer_pull=False, backoff_base_s=1.0, backoff_max_s=2.0)
+# A few more attempts than the default 3: under load aiocoap sometimes fails a burst of
+# requests to one peer at once (see the session notes); each attempt is a real retry.
+POLICY = JobPolicy(prefer_pull=False, backoff_base_s=1.0, backoff_max_s=2.0, max_attempts=6)
 
 
 async def test_canary_and_two_waves_over_50_agents_poor_radio_pulled(
@@ -69,9 +71,14 @@ async def test_canary_and_two_waves_over_50_agents_poor_radio_pulled(
         finally:
             await service.stop()
             await fleet.stop()
-    assert done.state == "completed", progress
+    failed = [j for j in jobs if j.state != "succeeded"]
+    story = {
+        j.endpoint: [(e.kind, e.details) for e in events if e.endpoint == j.endpoint][-15:]
+        for j in failed
+    }
+    assert done.state == "completed", (progress, story)
     assert progress.total == N
-    assert progress.by_state == {"succeeded": N}
+    assert progress.by_state == {"succeeded": N}, (progress.by_reason, story)
     assert versions == dict.fromkeys(eps, "2.0.0")
     # every device installed exactly once
     assert dict(fleet.installs) == dict.fromkeys(eps, 1)

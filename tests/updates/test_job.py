@@ -17,6 +17,7 @@ from job_helpers import (
     at_installing,
     at_rebooting,
     at_starting,
+    facts,
     logs,
     of,
 )
@@ -729,3 +730,121 @@ def test_pkg_version_alone_is_not_proof_of_being_on_target_at_start() -> None:
     d2 = at_starting()
     d2.facts(firmware_version=None, pkg_version=NEW, fw_state=0, fw_result=1)
     assert d2.state is JobState.SUCCEEDED
+
+
+# -- bugs found by the engine under load -------------------------------------------------------
+@pytest.mark.parametrize("leftover", [1, 2])
+@pytest.mark.parametrize("code", ["timeout", "unreachable"])
+def test_failed_push_leftover_is_reset_before_delivering_again(leftover: int, code: str) -> None:
+    d = at_starting(JobPolicy(max_attempts=3))
+    d.facts(delivery_method=1)
+    d.fail(Push, code)  # the Block1 transfer broke off: a partial image on the device
+    assert d.state is JobState.WAITING
+    d.timer()
+    d.facts(delivery_method=1, fw_state=leftover, fw_result=0)
+    # nobody sends that transfer any more: never wait for it (600 s), reset it
+    assert d.state is JobState.STARTING
+    assert d.has_pending(ResetUri)
+    assert len(of(d.commands, Push)) == 1
+    d.ok(ResetUri)
+    d.facts(delivery_method=1, fw_state=0, fw_result=0)
+    assert d.state is JobState.DELIVERING
+    assert d.has_pending(Push)
+    assert len(of(d.commands, Push)) == 2
+
+
+def test_push_out_of_time_leftover_is_reset_before_delivering_again() -> None:
+    d = at_starting(JobPolicy(max_attempts=3))
+    d.facts(delivery_method=1)
+    d.fw(1)  # Downloading, then the DELIVERING deadline passes without an answer
+    d.timer()
+    assert d.state is JobState.WAITING
+    d.timer()
+    d.facts(delivery_method=1, fw_state=1, fw_result=0)
+    assert d.state is JobState.STARTING
+    assert d.has_pending(ResetUri)
+
+
+def test_pulled_download_is_still_followed_after_a_retry() -> None:
+    d = at_delivering(JobPolicy(max_attempts=3))
+    d.fail(WriteUri, "timeout")  # the URI may have reached the device: it pulls by itself
+    d.timer()
+    d.facts(fw_state=1)
+    assert d.state is JobState.DELIVERING
+    assert not of(d.commands, ResetUri)
+
+
+@pytest.mark.parametrize("code", ["timeout", "unreachable"])
+def test_register_after_unanswered_execute_counts_as_the_reboot(code: str) -> None:
+    d = at_downloaded()
+    d.fail(Execute, code)  # the device executed; the answer was lost in its reboot
+    assert d.state is JobState.DOWNLOADED
+    d.register()
+    assert d.state is JobState.REBOOTING
+    assert d.pending(ReadFacts).paths == VERSION_PATHS
+    assert of(d.last, Observe)
+    d.facts(firmware_version=NEW, fw_state=0, fw_result=1)
+    assert d.state is JobState.SUCCEEDED
+    assert len(of(d.commands, Execute)) == 1
+
+
+def test_register_while_execute_is_unanswered_counts_as_the_reboot() -> None:
+    d = at_downloaded()
+    d.register()  # before the Execute's answer (or its timeout) came back
+    assert d.state is JobState.REBOOTING
+    d.fail(Execute, "timeout")
+    assert d.state is JobState.REBOOTING
+    d.facts(firmware_version=NEW, fw_state=0, fw_result=1)
+    assert d.state is JobState.SUCCEEDED
+
+
+def test_register_after_unanswered_execute_counts_across_a_restore() -> None:
+    d = at_downloaded()
+    d.fail(Execute, "timeout")
+    d.restore()
+    d.register()
+    assert d.state is JobState.REBOOTING
+    d.facts(firmware_version=OLD, fw_state=0, fw_result=8)
+    assert d.job.reason is FailureReason.ROLLED_BACK
+
+
+def test_register_after_refused_execute_is_not_the_reboot() -> None:
+    d = at_downloaded()
+    d.fail(Execute, "4.05")
+    d.register()
+    assert d.state is JobState.DOWNLOADED
+    assert d.pending(ReadFacts).paths == FIRMWARE_STATE_PATHS
+
+
+def test_missed_3_0_3_read_after_reboot_reads_again_on_its_own() -> None:
+    d = at_rebooting()
+    d.facts(firmware_version=None, pkg_version=NEW, fw_state=0, fw_result=1)
+    assert d.state is JobState.REBOOTING
+    assert d.pending(ReadFacts).paths == VERSION_PATHS  # no Update needed
+    d.facts(firmware_version=NEW, fw_state=0, fw_result=1)
+    assert d.state is JobState.SUCCEEDED
+
+
+def test_3_0_3_never_read_after_reboot_ends_version_unknown_after_bounded_rereads() -> None:
+    d = at_rebooting(JobPolicy(version_rereads=2))
+    reads = len(of(d.commands, ReadFacts))
+    for _ in range(3):
+        assert d.state is JobState.REBOOTING
+        d.facts(firmware_version=None, pkg_version=NEW, fw_state=0, fw_result=1)
+    assert d.state is JobState.FAILED
+    assert d.job.reason is FailureReason.VERSION_UNKNOWN
+    assert len(of(d.commands, ReadFacts)) == reads + 2
+
+
+def test_target_version_seen_while_waiting_to_retry_is_never_delivered_again() -> None:
+    # the hypothesis counterexample of test_random_plausible_device_behaviour_keeps_the_invariants
+    d = at_delivering(JobPolicy(max_attempts=3))
+    d.ok(WriteUri)
+    d.timer()  # DELIVERING deadline: retry later
+    assert d.state is JobState.WAITING
+    d._take(d.job.on_facts(facts(firmware_version=NEW, fw_state=None), d.now))
+    assert d.state is JobState.REBOOTING  # it installed our package: no second delivery
+    d.register()
+    d.facts(firmware_version=OLD, fw_state=0, fw_result=8)
+    assert d.job.reason is FailureReason.ROLLED_BACK
+    assert len(of(d.commands, WriteUri)) == 1

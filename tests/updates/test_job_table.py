@@ -32,6 +32,7 @@ from fotakit.updates.job import (
     Input,
     JobState,
     Observe,
+    Push,
     ReadFacts,
     WriteUri,
 )
@@ -73,11 +74,27 @@ CASES: list[Case] = [
     Case(S.WAITING, I.RESUME, at_waiting, lambda d: d.restore(), S.WAITING),
     Case(S.WAITING, I.FIRMWARE_STATE, at_waiting, lambda d: d.fw(0, 0), S.WAITING),
     Case(S.WAITING, I.FACTS, at_waiting, unasked(), S.WAITING),
+    Case(
+        S.WAITING,
+        I.FACTS,
+        lambda: _retrying_after_delivery(at_delivering()),
+        unasked(firmware_version=NEW, fw_state=None),
+        S.REBOOTING,
+        "on_target_after_delivery",
+    ),
     Case(S.WAITING, I.REGISTERED, at_waiting, lambda d: d.register(), S.WAITING),
     Case(S.WAITING, I.UPDATED, at_waiting, lambda d: d.register("update"), S.WAITING),
     # STARTING
     Case(S.STARTING, I.FACTS, at_starting, lambda d: d.facts(), S.DELIVERING, "idle"),
     Case(S.STARTING, I.FACTS, at_starting, _starting_facts_already, S.SUCCEEDED, "on_target"),
+    Case(
+        S.STARTING,
+        I.FACTS,
+        lambda: _after_failed_push(at_starting()),
+        lambda d: d.facts(delivery_method=1, fw_state=1),
+        S.STARTING,
+        "failed_push_leftover",
+    ),
     Case(S.STARTING, I.FIRMWARE_STATE, at_starting, lambda d: d.fw(3, 0), S.STARTING),
     Case(S.STARTING, I.COMMAND_OK, at_starting, lambda d: d.ok(ReadFacts), S.STARTING),
     Case(
@@ -110,7 +127,22 @@ CASES: list[Case] = [
     ),
     Case(S.DOWNLOADED, I.TIMER, at_downloaded, lambda d: d.timer(), S.WAITING),
     Case(S.DOWNLOADED, I.CANCEL, at_downloaded, lambda d: d.cancel(), S.CANCELLING),
-    Case(S.DOWNLOADED, I.REGISTERED, at_downloaded, lambda d: d.register(), S.DOWNLOADED),
+    Case(
+        S.DOWNLOADED,
+        I.REGISTERED,
+        lambda: _execute_refused(at_downloaded()),
+        lambda d: d.register(),
+        S.DOWNLOADED,
+        "execute_refused",
+    ),
+    Case(
+        S.DOWNLOADED,
+        I.REGISTERED,
+        at_downloaded,
+        lambda d: d.register(),
+        S.REBOOTING,
+        "execute_unanswered",
+    ),
     Case(S.DOWNLOADED, I.UPDATED, at_downloaded, lambda d: d.register("update"), S.DOWNLOADED),
     Case(S.DOWNLOADED, I.RESUME, at_downloaded, lambda d: d.restore(), S.DOWNLOADED),
     # INSTALLING
@@ -138,6 +170,14 @@ CASES: list[Case] = [
         lambda d: d.facts(firmware_version=NEW, fw_result=1),
         S.SUCCEEDED,
     ),
+    Case(
+        S.REBOOTING,
+        I.FACTS,
+        at_rebooting,
+        lambda d: d.facts(firmware_version=None, pkg_version=NEW),
+        S.REBOOTING,
+        "3_0_3_missed",
+    ),
     Case(S.REBOOTING, I.COMMAND_OK, at_rebooting, lambda d: d.ok(ReadFacts), S.REBOOTING),
     Case(
         S.REBOOTING,
@@ -164,6 +204,24 @@ CASES: list[Case] = [
     Case(S.CANCELLING, I.UPDATED, at_cancelling, lambda d: d.register("update"), S.CANCELLING),
     Case(S.CANCELLING, I.RESUME, at_cancelling, lambda d: d.restore(), S.CANCELLING),
 ]
+
+
+def _retrying_after_delivery(d: Driver) -> Driver:
+    d.ok(WriteUri)
+    d.timer()  # the DELIVERING deadline: WAITING for the retry
+    return d
+
+
+def _execute_refused(d: Driver) -> Driver:
+    d.fail(Execute, "4.05")  # the device answered: no install started
+    return d
+
+
+def _after_failed_push(d: Driver) -> Driver:
+    d.facts(delivery_method=1)
+    d.fail(Push, "timeout")  # a partial image is left Downloading
+    d.timer()  # the retry re-reads
+    return d
 
 
 def _with_pending_read(d: Driver) -> Driver:

@@ -48,7 +48,15 @@ Rules the handlers encode:
   backoff while ``attempts < policy.max_attempts``; a server-side wait (rate limit,
   concurrency cap, maintenance window, deferral) never counts as an attempt.
 - Once the install was started (Execute accepted, or State Updating seen) nothing is
-  retried: no device is updated twice by one job.
+  retried: no device is updated twice by one job. Facts naming the target version after
+  our delivery (a retry pending, say) count as a started install: REBOOTING, never a
+  second delivery.
+- A Register while DOWNLOADED after an Execute was sent and not refused (its answer may
+  be lost in the reboot) is the reboot into the new image, as in INSTALLING.
+- A failed (or out-of-time) push leaves a partial image nobody will complete: a device
+  found Downloading/Downloaded by the retry is reset (empty Package URI), never waited for.
+- A version read after the reboot that missed /3/0/3 is repeated on the job's own
+  (``policy.version_rereads`` times, then ``version_unknown``), not left to the next Update.
 - Cancel: before anything reached the device -> CANCELLED at once; while delivering or
   downloaded -> CANCELLING (Execute /5/0/10 on 1.1+ clients, else an empty Package URI),
   CANCELLED when Idle is seen or the cancel deadline passes; while installing or
@@ -169,7 +177,7 @@ TRANSITIONS: Final[dict[tuple[JobState, Input], frozenset[JobState]]] = {
     (_S.WAITING, _I.CANCEL): frozenset({_S.CANCELLED, _S.CANCELLING}),
     (_S.WAITING, _I.RESUME): frozenset({_S.WAITING}),
     (_S.WAITING, _I.FIRMWARE_STATE): frozenset({_S.WAITING, _S.INSTALLING}),
-    (_S.WAITING, _I.FACTS): frozenset({_S.WAITING, _S.INSTALLING}),
+    (_S.WAITING, _I.FACTS): frozenset({_S.WAITING, _S.INSTALLING, _S.REBOOTING}),
     (_S.WAITING, _I.REGISTERED): frozenset({_S.WAITING}),
     (_S.WAITING, _I.UPDATED): frozenset({_S.WAITING}),
     (_S.STARTING, _I.FACTS): frozenset(
@@ -433,6 +441,9 @@ class JobPolicy(DeliveryPolicy):
     defer_retry_s: float = 3600.0
     """Result 11 Deferred: Execute again after this long (within /5/0/13)."""
     max_deferrals: int = 24
+    version_rereads: int = 3
+    """REBOOTING: read the version paths again this many times when a read missed /3/0/3
+    (the device has it), then end ``version_unknown``."""
     severity: int | None = None
     """Write /5/0/11 Severity before Execute (when the device has it); None: leave it."""
     window: WindowHook | None = None
@@ -493,7 +504,14 @@ class UpdateJob:
         self._seen_downloading = False
         self._resetting = False
         self._execute_sent = False
+        # an Execute was sent and not refused (its answer may be lost): a Register now is
+        # the reboot into the new image, as in INSTALLING
+        self._execute_attempted = False
         self._executed = False  # install started: never retried
+        # our push failed: a Downloading/Downloaded device holds a partial image of a
+        # transfer nobody sends any more; reset it before delivering again
+        self._push_failed = False
+        self._version_rereads = 0
         self._reregistered = False
         self._resumed = False
         self._cancel_method: str | None = None
@@ -589,7 +607,9 @@ class UpdateJob:
                 "seen_downloading": self._seen_downloading,
                 "resetting": self._resetting,
                 "execute_sent": self._execute_sent,
+                "execute_attempted": self._execute_attempted,
                 "executed": self._executed,
+                "push_failed": self._push_failed,
                 "reregistered": self._reregistered,
                 "resumed": self._resumed,
             },
@@ -598,6 +618,7 @@ class UpdateJob:
             "deferrals": self._deferrals,
             "defer_deadline": self._defer_deadline,
             "contact_timeout": self._contact_timeout,
+            "version_rereads": self._version_rereads,
         }
 
     @classmethod
@@ -641,7 +662,9 @@ class UpdateJob:
         self._seen_downloading = flags["seen_downloading"]
         self._resetting = flags["resetting"]
         self._execute_sent = flags["execute_sent"]
+        self._execute_attempted = flags.get("execute_attempted", self._execute_sent)
         self._executed = flags["executed"]
+        self._push_failed = flags.get("push_failed", False)
         self._reregistered = flags["reregistered"]
         self._resumed = flags["resumed"]
         self._cancel_method = snap["cancel_method"]
@@ -649,6 +672,7 @@ class UpdateJob:
         self._deferrals = int(snap["deferrals"])
         self._defer_deadline = snap["defer_deadline"]
         self._contact_timeout = snap["contact_timeout"]
+        self._version_rereads = int(snap.get("version_rereads", 0))
 
     # -- machinery ------------------------------------------------------------------------------
     @property
@@ -838,7 +862,8 @@ class UpdateJob:
             self._device(lambda cid: ReadFacts(command_id=cid, paths=ALL_FACT_PATHS))
             return
         installing = state is JobState.INSTALLING or (
-            state is JobState.DOWNLOADED and self.facts.auto_upgrade is True
+            state is JobState.DOWNLOADED
+            and (self.facts.auto_upgrade is True or self._execute_attempted)
         )
         if installing or state is JobState.REBOOTING:
             self._reregistered = True
@@ -864,6 +889,17 @@ class UpdateJob:
             self._decide_start(facts, now, command_id)
         elif state is JobState.REBOOTING:
             self._judge(facts, now)
+        elif (
+            state in _BEFORE_INSTALL
+            and self._delivered
+            and facts.firmware_version is not None
+            and facts.firmware_version == self.target.version
+        ):
+            # /3/0/3 is the target: our package got installed while we were not looking;
+            # never deliver again (success still needs a re-registration and a fresh read)
+            self._executed = True
+            self._log("on_target_unconfirmed", {"version": facts.firmware_version})
+            self._go(JobState.REBOOTING, now, self.policy.reregistration_timeout_s)
         elif facts.fw_state is not None and facts.fw_result is not None:
             self._on_fw(facts.fw_state, facts.fw_result, now, "read")
 
@@ -894,9 +930,9 @@ class UpdateJob:
         if fw is State.IDLE:
             self._resetting = False
             self._deliver(now)
-        elif fw is State.DOWNLOADING and self._delivered and not self._resetting:
+        elif fw is State.DOWNLOADING and self._ours_on_device():
             self._go(JobState.DELIVERING, now, self._delivery_timeout())
-        elif fw is State.DOWNLOADED and self._delivered and not self._resetting:
+        elif fw is State.DOWNLOADED and self._ours_on_device():
             self._enter_downloaded(now)
         elif fw is State.UPDATING:
             if self._delivered:
@@ -906,8 +942,16 @@ class UpdateJob:
                 self._log("device_busy", {"fw_state": int(fw)})  # someone else's update
                 self._arm(now, self.policy.updating_timeout_s)
         elif not self._resetting:
+            if self._push_failed:
+                self._log("reset_failed_push", {"fw_state": int(fw)})
             self._resetting = True
             self._device(lambda cid: ResetUri(command_id=cid))
+
+    def _ours_on_device(self) -> bool:
+        """Downloading/Downloaded is our transfer, worth following: this job delivered,
+        is not resetting, and its push did not fail (a partial pushed image is never
+        completed by anyone: it is reset, not waited for)."""
+        return self._delivered and not self._resetting and not self._push_failed
 
     def _delivery_timeout(self) -> float:
         transfer = self.plan.timeout_s if self.plan is not None else 0.0
@@ -935,6 +979,7 @@ class UpdateJob:
             return
         self._link_wait_since = None
         self._delivered = True
+        self._push_failed = False
         self._write_acked = False
         self._seen_downloading = False
         self._go(JobState.DELIVERING, now, self._delivery_timeout())
@@ -976,6 +1021,7 @@ class UpdateJob:
                     lambda cid: WriteResource(command_id=cid, path=SEVERITY_PATH, value=severity)
                 )
         self._execute_sent = True
+        self._execute_attempted = True
         self._device(lambda cid: Execute(command_id=cid, path=UPDATE_PATH))
 
     def _on_fw(self, raw_state: int, raw_result: int, now: float, source: str) -> None:
@@ -1069,6 +1115,7 @@ class UpdateJob:
         """Update Result 11: the device (its user) deferred the update (object 1.1)."""
         self._deferrals += 1
         self._execute_sent = False
+        self._execute_attempted = False  # the device answered: it did not install
         max_defer = self.facts.max_defer_s
         if self._defer_deadline is None and max_defer:
             self._defer_deadline = now + max_defer
@@ -1094,6 +1141,7 @@ class UpdateJob:
         if fresh.firmware_version is None and self.facts.firmware_version is not None:
             # the device has /3/0/3 but this read missed it: PkgVersion proves nothing then
             self._log("not_judged", {"why": "/3/0/3 not read"})
+            self._reread_version(now)
             return
         version = version_of(fresh)
         result = fresh.fw_result
@@ -1111,6 +1159,24 @@ class UpdateJob:
             self._finish(JobState.FAILED, failure, now, **details)
         else:
             self._finish(JobState.FAILED, FailureReason.WRONG_VERSION, now, **details)
+
+    def _reread_version(self, now: float) -> None:
+        """A version read missed /3/0/3: read again on our own (never wait for the next
+        Update), at most ``policy.version_rereads`` times, then end ``version_unknown``."""
+        if any(kind == "read_facts" for kind in self._pending.values()):
+            return  # a read is on its way: its answer is judged
+        if self._version_rereads >= self.policy.version_rereads:
+            self._finish(
+                JobState.FAILED,
+                FailureReason.VERSION_UNKNOWN,
+                now,
+                why="/3/0/3 not read",
+                rereads=self._version_rereads,
+            )
+            return
+        self._version_rereads += 1
+        self._log("reread_version", {"reread": self._version_rereads})
+        self._device(lambda cid: ReadFacts(command_id=cid, paths=VERSION_PATHS))
 
     def _on_result(self, command_id: str, ok: bool, code: str | None, now: float) -> None:
         kind = self._pending.pop(command_id)
@@ -1137,6 +1203,8 @@ class UpdateJob:
             if state is JobState.STARTING:
                 self._fail(reason, now, code=code)
             return
+        if kind == "push" and state in _BEFORE_DOWNLOADED:
+            self._push_failed = True  # whatever it left on the device is reset first
         if kind in ("write_uri", "push") and state is JobState.DELIVERING:
             if kind == "push" and code == "timeout":
                 reason = FailureReason.TIMED_OUT
@@ -1148,6 +1216,8 @@ class UpdateJob:
                 self._fail(reason, now, code=code, command=kind)
         elif kind == "execute" and state is JobState.DOWNLOADED:
             self._execute_sent = False
+            if code not in ("timeout", "unreachable"):
+                self._execute_attempted = False  # not sent, or refused by the device
             if code == "4.05" or reason is FailureReason.UNREACHABLE:
                 # not Downloaded any more, or the answer was lost: find out by reading
                 self._device(lambda cid: ReadFacts(command_id=cid, paths=FIRMWARE_STATE_PATHS))
@@ -1175,7 +1245,14 @@ class UpdateJob:
         elif state in (JobState.INSTALLING, JobState.REBOOTING):
             self._finish(JobState.TIMED_OUT, FailureReason.TIMED_OUT, now, timed_out=str(state))
         else:
+            if state is JobState.DELIVERING and self._pushing():
+                self._push_failed = True  # out of time: a partial image, reset before retry
             self._fail(FailureReason.TIMED_OUT, now, timed_out=str(state))
+
+    def _pushing(self) -> bool:
+        """A push of this job was sent and not (yet) acknowledged."""
+        plan = self.plan
+        return plan is not None and plan.choice is Choice.PUSH and not self._write_acked
 
     def _wake(self, now: float) -> None:
         why = self.wait
@@ -1212,6 +1289,13 @@ class UpdateJob:
             method = "reset"
         self._cancel_method = method
         self._device(lambda cid: Cancel(command_id=cid, method=method))
+
+
+_BEFORE_DOWNLOADED: Final = frozenset({JobState.STARTING, JobState.DELIVERING, JobState.WAITING})
+"""States in which a failed push leaves at most a partial image on the device."""
+
+_BEFORE_INSTALL: Final = frozenset({JobState.WAITING, JobState.DELIVERING, JobState.DOWNLOADED})
+"""States in which facts naming the target version mean an install we did not follow."""
 
 
 def _compact(facts: DeviceFacts) -> dict[str, Any]:
