@@ -996,6 +996,12 @@ class LwM2MServer:
         if obs is None or self._stopping or not obs.token:
             return  # not established yet: the first answer's handler decides
         reason = type(exc).__name__ if str(exc) == "" else str(exc)
+        # aiocoap cancels the observation itself once its error callbacks return
+        # (ClientObservation.error). Cancelling it here as well trips aiocoap's "cancelled
+        # twice" assertion inside its dispatch_error loop, which then skips the other
+        # exchanges with the same peer: after an ICMP port unreachable (a device that
+        # rebooted onto a new port) they hung until their own timeouts.
+        obs._handle = None
         self._end_observation(obs, reason, delete=True)
 
     def _end_observation(self, obs: Observation, reason: str, *, delete: bool) -> None:
