@@ -30,6 +30,7 @@ if TYPE_CHECKING:
     from fotakit.updates.engine import EngineConfig, UpdateEngine
     from fotakit.updates.engine_campaigns import CampaignError
     from fotakit.updates.engine_packages import BaseUris
+    from fotakit.updates.inventory import DeviceInventory
     from fotakit.updates.job import JobPolicy, JobState, UpdateJob
     from fotakit.updates.reasons import FailureReason
     from fotakit.updates.service import Progress, UpdateService
@@ -47,6 +48,7 @@ _EXPORTS = {
     "UpdateEngine": "engine",
     "CampaignError": "engine_campaigns",
     "BaseUris": "engine_packages",
+    "DeviceInventory": "inventory",
     "JobPolicy": "job",
     "JobState": "job",
     "UpdateJob": "job",
@@ -66,6 +68,7 @@ __all__ = [
     "CampaignError",
     "CampaignSpec",
     "CampaignState",
+    "DeviceInventory",
     "DeviceView",
     "EngineConfig",
     "ErrorThreshold",

@@ -34,6 +34,7 @@ from fotakit.updates.campaign import Campaign, CampaignSpec
 from fotakit.updates.engine import EngineConfig, UpdateEngine
 from fotakit.updates.engine_campaigns import CampaignError, Inventory
 from fotakit.updates.engine_packages import BaseUris, PackageSource
+from fotakit.updates.inventory import DeviceInventory
 from fotakit.updates.job import JobPolicy
 from fotakit.updates.records import (
     TOTAL_KEY,
@@ -43,6 +44,7 @@ from fotakit.updates.records import (
     NewEvent,
 )
 from fotakit.updates.store import UpdateStore
+from fotakit.updates.targets import DeviceView
 
 __all__ = ["CampaignError", "Progress", "UpdateService", "default_node_id"]
 
@@ -84,6 +86,9 @@ class Progress:
 class UpdateService:
     """Update jobs and campaigns on a running server (see the module docstring)."""
 
+    _START_READS_S = 10.0
+    """How long :meth:`start` waits for the default inventory's first reads."""
+
     def __init__(
         self,
         server: LwM2MServer,
@@ -106,7 +111,8 @@ class UpdateService:
         open :class:`UpdateStore` (not closed here). ``base_uris``: how devices reach the
         repository (default: CoAP on the server's own address and port). ``inventory``:
         device class / version / tags / zone of an endpoint for campaign targets (default:
-        only the endpoint is known, so target by endpoint list). ``bare_payload``: which
+        a :class:`DeviceInventory` on ``server``, started and stopped with the service, which
+        reads /3/0 of each registering device). ``bare_payload``: which
         endpoints get the bare payload instead of the signed package."""
         self.server = server
         self.repository = repository
@@ -126,6 +132,8 @@ class UpdateService:
         self._clock = clock
         self._engine: UpdateEngine | None = None
         self._own_store: UpdateStore | None = None
+        self._own_inventory: DeviceInventory | None = None
+        self._offers: set[asyncio.Future[None]] = set()
 
     # -- lifecycle --------------------------------------------------------------------------
 
@@ -134,6 +142,11 @@ class UpdateService:
         if self._engine is None:
             raise RuntimeError("update service not started")
         return self._engine
+
+    @property
+    def inventory(self) -> DeviceInventory | None:
+        """The default inventory while started (None when the caller passed one)."""
+        return self._own_inventory
 
     @property
     def node_id(self) -> str:
@@ -156,6 +169,18 @@ class UpdateService:
             self._node_id or os.environ.get("FOTAKIT_NODE_ID") or default_node_id(self.server.port)
         )
         config = EngineConfig(node_id=node_id, **self._timing)  # type: ignore[arg-type]
+        inventory = self._inventory
+        if inventory is None:
+            # not read while a job talks to it; read again when its job ends
+            self._own_inventory = DeviceInventory(self.server, busy=self._busy)
+            await self._own_inventory.start()
+            # the devices registered already are read before any job may talk to them
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._own_inventory.settled(), self._START_READS_S)
+            # a device's class and version are known only after its /3/0 is read, i.e.
+            # after the engine offered it to continuous campaigns on Register: offer again
+            self._own_inventory.add_listener(self._offer)
+            inventory = self._own_inventory
         self._engine = UpdateEngine(
             self.server,
             PackageSource(self.repository, base),
@@ -163,15 +188,33 @@ class UpdateService:
             config,
             policy=self.policy,
             clock=self._clock,
-            inventory=self._inventory,
+            inventory=inventory,
             bare_payload=self._bare_payload,
         )
+        if self._own_inventory is not None:
+            self._engine.driver.add_listener(self._job_event)
         await self._engine.start()
+
+    def _busy(self, endpoint: str) -> bool:
+        return self._engine is not None and bool(self._engine.driver.jobs_of(endpoint))
+
+    def _job_event(self, event: NewEvent) -> None:
+        if event.kind == "finished" and self._own_inventory is not None:
+            self._own_inventory.refresh_soon(event.endpoint)
+
+    def _offer(self, view: DeviceView) -> None:
+        if self._engine is not None:
+            task = asyncio.ensure_future(self._engine.campaigns.offer(view.endpoint))
+            self._offers.add(task)
+            task.add_done_callback(self._offers.discard)
 
     async def stop(self) -> None:
         if self._engine is not None:
             await self._engine.stop()
             self._engine = None
+        if self._own_inventory is not None:
+            await self._own_inventory.stop()
+            self._own_inventory = None
         if self._own_store is not None:
             await asyncio.to_thread(self._own_store.close)
             self._own_store = None

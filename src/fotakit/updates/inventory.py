@@ -1,0 +1,338 @@
+"""What the server knows about each device, for campaign targets: :class:`DeviceInventory`.
+
+Campaigns select devices by class, exact current firmware version and tags
+(:class:`~fotakit.updates.targets.TargetSpec`), and maintenance windows need each device's
+time zone. This module keeps a :class:`~fotakit.updates.targets.DeviceView` per endpoint
+in memory, filled from the devices themselves::
+
+    inventory = DeviceInventory(server)
+    await inventory.start()          # subscribes, then reads every registered device
+    view = inventory("dev-17")       # sync: the engine's Inventory protocol
+    await inventory.refresh("dev-17")
+    await inventory.set_tags("dev-17", {"beta"})
+    await inventory.stop()
+
+Where each field comes from:
+
+* ``class_name``: /3/0/1 Model Number; ``firmware_version``: /3/0/3 Firmware Version;
+  ``tz``: /3/0/15 Timezone when it is a valid IANA zone name (else None, so the campaign's
+  default zone applies). All read with one Read of /3/0 (TS Core 1.1.1 E.4) on every
+  Register and, at :meth:`DeviceInventory.start`, for the registrations already present.
+  An Update re-reads only /3/0/3 (a job's reboot may end in an Update rather than a
+  Register). Manufacturer (/3/0/0) is read but not a view field: it is no vendor ID.
+* ``vendor_id`` / ``class_id`` stay None: a device does not tell the SUIT UUIDs of its
+  package manifest, and they are not derived from free text here.
+* ``tags``: the ``"tags"`` list of the device's attributes in the server store
+  (:meth:`fotakit.store.AsyncStore.set_device_attributes`), set by :meth:`set_tags`.
+
+Bounds and failures: at most one read is in flight per device (and at most
+``max_concurrent_reads`` over all devices); requests that arrive
+meanwhile coalesce into one follow-up read. A read that fails (4.xx/5.xx, timeout,
+unreachable, undecodable, de-registered meanwhile) keeps the last known view; a device
+never read successfully is known by its endpoint only. Views are kept after a device
+de-registers (its last known state; campaigns only consider registered devices).
+
+Limits: the view is this process's. A device registered with another process sharing the
+database is known by its endpoint only here (tags excepted, after :meth:`refresh`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import logging
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Any
+
+from fotakit.lwm2m.model import Content, Value
+from fotakit.lwm2m.path import Path
+from fotakit.server import LwM2MServer, Registered, ServerError, Updated
+from fotakit.store import StoreError
+from fotakit.updates.targets import DeviceView
+from fotakit.updates.windows import UnknownTimeZone, resolve_zone
+
+__all__ = ["TAGS_ATTRIBUTE", "DeviceInventory", "view_from_device_object"]
+
+log = logging.getLogger("fotakit.updates.inventory")
+
+TAGS_ATTRIBUTE = "tags"
+"""The key of a device's tags (a list of strings) in its store attributes."""
+
+DEVICE = Path(3, 0)
+MODEL_NUMBER = Path(3, 0, 1)
+FIRMWARE_VERSION = Path(3, 0, 3)
+TIMEZONE = Path(3, 0, 15)
+
+ViewListener = Callable[[DeviceView], object]
+
+
+def _text(value: Value | None) -> str | None:
+    """A non-empty string resource value, stripped; None otherwise."""
+    if not isinstance(value, str):
+        return None
+    value = value.strip()
+    return value or None
+
+
+def _zone(value: Value | None) -> str | None:
+    name = _text(value)
+    if name is None:
+        return None
+    try:
+        resolve_zone(name)
+    except UnknownTimeZone:
+        return None
+    return name
+
+
+def view_from_device_object(base: DeviceView, content: Content) -> DeviceView:
+    """``base`` with what a Read of /3/0 (or one of its resources) says.
+
+    Resources absent from ``content`` keep their value in ``base``; present but empty or
+    non-string ones become None (a device that reports no model has no class name).
+    """
+    changes: dict[str, Any] = {}
+    if MODEL_NUMBER in content:
+        changes["class_name"] = _text(content[MODEL_NUMBER])
+    if FIRMWARE_VERSION in content:
+        changes["firmware_version"] = _text(content[FIRMWARE_VERSION])
+    if TIMEZONE in content:
+        changes["tz"] = _zone(content[TIMEZONE])
+    return dataclasses.replace(base, **changes) if changes else base
+
+
+def _tags_of(attributes: Mapping[str, Any]) -> frozenset[str] | None:
+    raw = attributes.get(TAGS_ATTRIBUTE)
+    if not isinstance(raw, list):
+        return None
+    return frozenset(t for t in raw if isinstance(t, str) and t)
+
+
+@dataclass
+class _Slot:
+    """One device's read worker: the task and who waits for the next read."""
+
+    task: asyncio.Task[None] | None = None
+    full: bool = False
+    waiters: list[asyncio.Future[DeviceView]] = field(default_factory=list)
+
+
+class DeviceInventory:
+    """Device class, firmware version, tags and zone per endpoint (module docstring)."""
+
+    def __init__(
+        self,
+        server: LwM2MServer,
+        *,
+        read_timeout: float = 30.0,
+        read_on_update: bool = True,
+        max_concurrent_reads: int = 64,
+        busy: Callable[[str], bool] | None = None,
+    ) -> None:
+        """``read_timeout``: bound on one Read (queue-mode waits included).
+        ``read_on_update``: re-read /3/0/3 on each registration Update.
+        ``max_concurrent_reads``: reads in flight over all devices (a fleet registering at
+        once, or :meth:`start` on a server with many registrations). ``busy``: devices
+        not to read on their Register/Update events (an update job is talking to them:
+        no requests of ours in between); whoever says so calls :meth:`refresh_soon`
+        when they are free again."""
+        self.server = server
+        self.read_timeout = read_timeout
+        self.read_on_update = read_on_update
+        self.busy: Callable[[str], bool] = busy or (lambda _ep: False)
+        self._views: dict[str, DeviceView] = {}
+        self._slots: dict[str, _Slot] = {}
+        self._listeners: list[ViewListener] = []
+        self._task: asyncio.Task[None] | None = None
+        self._subscribed = asyncio.Event()
+        self._limit = asyncio.Semaphore(max(1, max_concurrent_reads))
+        self.reads = 0
+        """Reads sent (for tests and metrics)."""
+        self.failed_reads = 0
+
+    # -- the engine's Inventory protocol ----------------------------------------------------
+
+    def __call__(self, endpoint: str) -> DeviceView:
+        """The last known view of ``endpoint`` (endpoint only when nothing is known)."""
+        view = self._views.get(endpoint)
+        return view if view is not None else DeviceView(endpoint=endpoint)
+
+    @property
+    def views(self) -> Mapping[str, DeviceView]:
+        """Every known view by endpoint (a read-only live mapping)."""
+        return MappingProxyType(self._views)
+
+    def add_listener(self, listener: ViewListener) -> None:
+        """``listener(view)`` after each completed refresh (changed or not); must not block."""
+        self._listeners.append(listener)
+
+    def remove_listener(self, listener: ViewListener) -> None:
+        with contextlib.suppress(ValueError):
+            self._listeners.remove(listener)
+
+    # -- lifecycle ----------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Subscribe to the server's events, then read every device registered now.
+
+        Returns once subscribed; the reads run in the background (await :meth:`settled`).
+        """
+        if self._task is not None:
+            return
+        self._subscribed.clear()
+        self._task = asyncio.get_running_loop().create_task(
+            self._events(), name="fotakit-inventory-events"
+        )
+        await asyncio.wait_for(self._subscribed.wait(), 10)
+        for endpoint in list(self.server.registrations):
+            self._request(endpoint, full=True)
+
+    async def stop(self) -> None:
+        """Unsubscribe and cancel reads in flight; the views are kept."""
+        task, self._task = self._task, None
+        tasks = [t for t in (task, *(s.task for s in self._slots.values())) if t is not None]
+        for t in tasks:
+            t.cancel()
+        for t in tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await t
+        for slot in self._slots.values():
+            for w in slot.waiters:
+                if not w.done():
+                    w.cancel()
+        self._slots.clear()
+
+    async def __aenter__(self) -> DeviceInventory:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
+    async def settled(self) -> None:
+        """Until no read is in flight or wanted (for tests and start-up)."""
+        while True:
+            pending = [s.task for s in self._slots.values() if s.task is not None]
+            if not pending:
+                return
+            await asyncio.wait(pending)  # (cancelling this wait leaves the reads running)
+
+    # -- operations ---------------------------------------------------------------------------
+
+    async def refresh(self, endpoint: str) -> DeviceView:
+        """Read /3/0 and the stored tags now (joined to a read already in flight by a
+        follow-up read); the resulting view, which is the last known one on failure."""
+        return await self._request(endpoint, full=True)
+
+    def refresh_soon(self, endpoint: str) -> None:
+        """Like :meth:`refresh`, in the background (from sync code, e.g. a job's end)."""
+        self._request(endpoint, full=True)
+
+    async def set_tags(self, endpoint: str, tags: Iterable[str]) -> DeviceView:
+        """Replace the device's tags, persisted in its store attributes (other attributes
+        kept). :class:`LookupError` if the store never saw the device."""
+        wanted = sorted({_check_tag(t) for t in tags})
+        record = await self.server.store.get_device(endpoint)
+        if record is None:
+            raise LookupError(f"no device {endpoint!r} in the store")
+        attributes = dict(record.attributes)
+        attributes[TAGS_ATTRIBUTE] = list(wanted)
+        if await self.server.store.set_device_attributes(endpoint, attributes) is None:
+            raise LookupError(f"no device {endpoint!r} in the store")
+        view = dataclasses.replace(self(endpoint), tags=frozenset(wanted))
+        self._set(view)
+        return view
+
+    # -- events -------------------------------------------------------------------------------
+
+    async def _events(self) -> None:
+        async with self.server.subscribe() as sub:
+            self._subscribed.set()
+            async for event in sub:
+                try:
+                    if isinstance(event, Registered | Updated) and self.busy(event.endpoint):
+                        continue
+                except Exception:
+                    log.exception("inventory: busy(%r) failed", event.endpoint)
+                if isinstance(event, Registered):
+                    self._request(event.endpoint, full=True)
+                elif isinstance(event, Updated) and self.read_on_update:
+                    self._request(event.endpoint, full=False)
+
+    # -- reads --------------------------------------------------------------------------------
+
+    def _request(self, endpoint: str, *, full: bool) -> asyncio.Future[DeviceView]:
+        """Want a read of ``endpoint``: joins the next read (one in flight per device)."""
+        slot = self._slots.setdefault(endpoint, _Slot())
+        slot.full = slot.full or full
+        future: asyncio.Future[DeviceView] = asyncio.get_running_loop().create_future()
+        slot.waiters.append(future)
+        if slot.task is None:
+            slot.task = asyncio.get_running_loop().create_task(
+                self._work(endpoint, slot), name=f"fotakit-inventory-{endpoint}"
+            )
+        return future
+
+    async def _work(self, endpoint: str, slot: _Slot) -> None:
+        try:
+            while slot.waiters:
+                waiters, slot.waiters = slot.waiters, []
+                full, slot.full = slot.full, False
+                view = await self._read(endpoint, full=full)
+                for w in waiters:
+                    if not w.done():
+                        w.set_result(view)
+        finally:
+            slot.task = None
+            if self._slots.get(endpoint) is slot and not slot.waiters:
+                del self._slots[endpoint]
+
+    async def _read(self, endpoint: str, *, full: bool) -> DeviceView:
+        """One read; never raises (but for cancellation): the last known view on failure."""
+        tags = await self._read_tags(endpoint) if full else None
+        path = DEVICE if full else FIRMWARE_VERSION
+        content: Content = {}
+        try:
+            async with self._limit:
+                if self.busy(endpoint):  # a job started meanwhile: leave the device to it
+                    return self(endpoint)
+                self.reads += 1
+                content = await asyncio.wait_for(
+                    self.server.read(endpoint, path), self.read_timeout
+                )
+        except (ServerError, TimeoutError) as exc:
+            self.failed_reads += 1
+            log.info("inventory: read of %s on %s failed: %s", path, endpoint, exc)
+        except Exception:
+            self.failed_reads += 1
+            log.exception("inventory: read of %s on %s failed", path, endpoint)
+        view = view_from_device_object(self(endpoint), content)  # latest: set_tags may have run
+        if tags is not None:
+            view = dataclasses.replace(view, tags=tags)
+        self._set(view)
+        return view
+
+    async def _read_tags(self, endpoint: str) -> frozenset[str] | None:
+        try:
+            record = await self.server.store.get_device(endpoint)
+        except (StoreError, ServerError) as exc:
+            log.info("inventory: tags of %s not read: %s", endpoint, exc)
+            return None
+        return None if record is None else _tags_of(record.attributes)
+
+    def _set(self, view: DeviceView) -> None:
+        self._views[view.endpoint] = view
+        for listener in list(self._listeners):
+            try:
+                listener(view)
+            except Exception:
+                log.exception("inventory listener failed")
+
+
+def _check_tag(tag: object) -> str:
+    if not isinstance(tag, str) or not tag or tag != tag.strip() or len(tag) > 255:
+        raise ValueError(f"invalid tag {tag!r}: a non-empty string without outer whitespace")
+    return tag
