@@ -19,6 +19,8 @@ IMMEDIATE`` for writes, which takes the write lock up front instead of failing w
 from __future__ import annotations
 
 import logging
+import sqlite3
+import time
 from pathlib import Path
 from typing import Any, Final, Literal
 
@@ -62,6 +64,25 @@ def make_engine(url: URL, *, sqlite_synchronous: SqliteSynchronous = "FULL") -> 
     return create_engine(url, pool_pre_ping=True)
 
 
+def _enable_wal(cursor: Any) -> Any:
+    """``PRAGMA journal_mode = WAL``, retried while another connection holds the lock.
+
+    Switching a database file to WAL needs it exclusively and SQLite does not run the busy
+    handler for it: several processes opening a new (or pre-WAL) database at once got
+    "database is locked" at once. Bounded by the busy timeout.
+    """
+    deadline = time.monotonic() + _BUSY_TIMEOUT_MS / 1000
+    delay = 0.005
+    while True:
+        try:
+            return cursor.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() + delay > deadline:
+                raise
+        time.sleep(delay)
+        delay = min(delay * 2, 0.1)
+
+
 def _sqlite_engine(url: URL, synchronous: SqliteSynchronous) -> Engine:
     if synchronous not in ("FULL", "NORMAL"):
         raise StoreError(f"sqlite_synchronous must be FULL or NORMAL, not {synchronous!r}")
@@ -83,7 +104,7 @@ def _sqlite_engine(url: URL, synchronous: SqliteSynchronous) -> Engine:
             cursor.execute(f"PRAGMA busy_timeout = {_BUSY_TIMEOUT_MS}")
             cursor.execute("PRAGMA foreign_keys = ON")
             if not in_memory:
-                mode = cursor.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+                mode = _enable_wal(cursor)
                 if str(mode).lower() != "wal":
                     raise StoreError(f"SQLite refused WAL mode for {database} (got {mode})")
             cursor.execute(f"PRAGMA synchronous = {synchronous}")
