@@ -110,15 +110,35 @@ class Site:
     def publish(
         self, payload: bytes, *, version: str, sequence: int, class_name: str = CLASS
     ) -> PackageRecord:
-        data = build_package_in_memory(
-            payload,
-            version=version,
-            vendor_domain=VENDOR,
-            class_name=class_name,
-            sequence=sequence,
-            key=self.key,
+        return self.repository.add(
+            sign(payload, self.key, version=version, sequence=sequence, class_name=class_name)
         )
-        return self.repository.add(data)
+
+
+def publish_package(
+    repo_dir: Path, db_url: str, key: PrivateKey, payload: bytes, *, version: str, sequence: int
+) -> PackageRecord:
+    """Sign ``payload`` and store it in the repository at ``repo_dir`` (for tests whose
+    servers run in other processes and open that repository themselves)."""
+    repository = Repository(repo_dir, db_url, trust_for(key))
+    try:
+        return repository.add(sign(payload, key, version=version, sequence=sequence))
+    finally:
+        repository.close()
+
+
+def sign(
+    payload: bytes, key: PrivateKey, *, version: str, sequence: int, class_name: str = CLASS
+) -> bytes:
+    """A signed package of the test fleet's vendor and (by default) device class."""
+    return build_package_in_memory(
+        payload,
+        version=version,
+        vendor_domain=VENDOR,
+        class_name=class_name,
+        sequence=sequence,
+        key=key,
+    )
 
 
 @contextlib.asynccontextmanager

@@ -18,12 +18,12 @@ from e2e_helpers import (
     fotakit_server,
     kill,
     payload_of,
+    publish_package,
     start_campaign_in_store,
     trust_for,
 )
 
-from fotakit.packages import build_package_in_memory, generate_key
-from fotakit.repository import Repository
+from fotakit.packages import generate_key
 from fotakit.updates.campaign import CampaignSpec, WaveSpec
 from fotakit.updates.store import UpdateStore
 from fotakit.updates.targets import TargetSpec
@@ -37,18 +37,9 @@ async def test_sigkill_mid_campaign_and_restart_update_every_device_once(
     key = generate_key("ed25519")
     trust = trust_for(key)
     repo_dir = tmp_path / "repository"
-    repository = Repository(repo_dir, sqlite_url, trust)
-    package = repository.add(
-        build_package_in_memory(
-            payload_of(20_000, 12),
-            version="2.0.0",
-            vendor_domain="example.com",
-            class_name="sensor-v2",
-            sequence=2,
-            key=key,
-        )
+    package = publish_package(
+        repo_dir, sqlite_url, key, payload_of(20_000, 12), version="2.0.0", sequence=2
     )
-    repository.close()
     store = UpdateStore.open(sqlite_url)
     eps = [f"k{i:02d}" for i in range(N)]
     fleet = Fleet(tmp_path / "agents", trust)

@@ -18,10 +18,16 @@ import contextlib
 import re
 from pathlib import Path
 
-from e2e_helpers import Fleet, fotakit_server, payload_of, start_campaign_in_store, trust_for
+from e2e_helpers import (
+    Fleet,
+    fotakit_server,
+    payload_of,
+    publish_package,
+    start_campaign_in_store,
+    trust_for,
+)
 
-from fotakit.packages import build_package_in_memory, generate_key
-from fotakit.repository import Repository
+from fotakit.packages import generate_key
 from fotakit.updates.campaign import CampaignSpec, WaveSpec
 from fotakit.updates.records import reason_key, state_key
 from fotakit.updates.store import UpdateStore
@@ -36,18 +42,9 @@ async def test_two_server_processes_run_one_campaign_on_postgresql(
     key = generate_key("ed25519")
     trust = trust_for(key)
     repo_dir = tmp_path / "repository"
-    repository = Repository(repo_dir, pg_url, trust)
-    package = repository.add(
-        build_package_in_memory(
-            payload_of(12_000, 11),
-            version="2.0.0",
-            vendor_domain="example.com",
-            class_name="sensor-v2",
-            sequence=2,
-            key=key,
-        )
+    package = publish_package(
+        repo_dir, pg_url, key, payload_of(12_000, 11), version="2.0.0", sequence=2
     )
-    repository.close()
     store = UpdateStore.open(pg_url)
     eps = [f"pg-{i:02d}" for i in range(N)]
     node_of = {ep: ("node-a" if i % 2 == 0 else "node-b") for i, ep in enumerate(eps)}
