@@ -6,9 +6,11 @@ section when it writes, so B1 and B2 can be re-run independently.
 
 from __future__ import annotations
 
+import json
 import os
 import platform
 import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -63,3 +65,30 @@ async def serve_repository_coap(repo: Any) -> tuple[Any, int]:
     for path, resource in coap_resources(repo):
         site.add_fast_resource(path[0], resource)
     return await create_endpoint(site, "127.0.0.1", 0)
+
+
+class ServedRepository:
+    """A benchmark script re-run with ``--serve <repo_dir> <db_url>`` as the delivery
+    server, in its own process: it prints its ports as one JSON line and serves until its
+    stdin closes."""
+
+    def __init__(self, script: str, repo_dir: Path, db_url: str) -> None:
+        self.proc = subprocess.Popen(
+            [sys.executable, script, "--serve", str(repo_dir), db_url],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        assert self.proc.stdout is not None
+        self.ports: dict[str, int] = {
+            k: int(v) for k, v in json.loads(self.proc.stdout.readline()).items()
+        }
+
+    def stop(self) -> None:
+        assert self.proc.stdin is not None
+        self.proc.stdin.close()
+        try:
+            self.proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()

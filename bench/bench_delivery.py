@@ -45,7 +45,7 @@ import httpx
 from aiocoap.numbers.codes import Code
 from aiocoap.optiontypes import BlockOption
 
-from _common import cpu_model, pin, revision, serve_repository_coap, write_section
+from _common import ServedRepository, cpu_model, pin, revision, serve_repository_coap, write_section
 
 PHASE_DEADLINE = 300.0
 MIB = 1 << 20
@@ -73,18 +73,11 @@ async def _serve(repo_dir: str, db_url: str) -> None:
     repo.close()
 
 
-class ServerProcess:
+class ServerProcess(ServedRepository):
     def __init__(self, repo_dir: FsPath, db_url: str) -> None:
-        self.proc = subprocess.Popen(
-            [sys.executable, __file__, "--serve", str(repo_dir), db_url],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            text=True,
-        )
-        assert self.proc.stdout is not None
-        ports = json.loads(self.proc.stdout.readline())
-        self.coap_port = int(ports["coap"])
-        self.http_port = int(ports["http"])
+        super().__init__(__file__, repo_dir, db_url)
+        self.coap_port = self.ports["coap"]
+        self.http_port = self.ports["http"]
 
     def reset_peak(self) -> None:
         """Reset VmHWM to the current RSS (Linux: ``echo 5 > /proc/<pid>/clear_refs``)."""
@@ -101,15 +94,6 @@ class ServerProcess:
         """CPU seconds (user + system) the server process has used so far."""
         fields = FsPath(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
         return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-    def stop(self) -> None:
-        assert self.proc.stdin is not None
-        self.proc.stdin.close()
-        try:
-            self.proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
 
 
 class LibcoapServer:

@@ -32,7 +32,6 @@ import json
 import os
 import platform
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -42,7 +41,7 @@ from typing import Any
 import aiocoap
 import aiocoap.meta
 
-from _common import cpu_model, pin, revision, serve_repository_coap, write_section
+from _common import ServedRepository, cpu_model, pin, revision, serve_repository_coap, write_section
 
 DEADLINE = 600.0
 MIB = 1 << 20
@@ -67,25 +66,10 @@ async def _serve(repo_dir: str, db_url: str) -> None:
     repo.close()
 
 
-class ServerProcess:
+class ServerProcess(ServedRepository):
     def __init__(self, repo_dir: FsPath, db_url: str) -> None:
-        self.proc = subprocess.Popen(
-            [sys.executable, __file__, "--serve", str(repo_dir), db_url],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            text=True,
-        )
-        assert self.proc.stdout is not None
-        self.port = int(json.loads(self.proc.stdout.readline())["coap"])
-
-    def stop(self) -> None:
-        assert self.proc.stdin is not None
-        self.proc.stdin.close()
-        try:
-            self.proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
+        super().__init__(__file__, repo_dir, db_url)
+        self.port = self.ports["coap"]
 
 
 def _prepare(tmp: FsPath) -> tuple[FsPath, str, Any]:
