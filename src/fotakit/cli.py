@@ -12,10 +12,13 @@ import logging
 import os
 import sys
 from pathlib import Path as FsPath
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
+
+if TYPE_CHECKING:
+    from fotakit.updates.ratelimit import BucketConfig
 
 app = typer.Typer(
     name="fotakit",
@@ -138,6 +141,24 @@ def server(
         bool,
         typer.Option(help="Run update jobs and campaigns in this process (fotakit.updates)."),
     ] = True,
+    global_rate: Annotated[
+        float | None,
+        typer.Option(
+            help="Fleet-wide limit: devices started per minute over all campaigns and all "
+            "server processes sharing the database (default: no fleet-wide limit; each "
+            "campaign's own rate still applies).",
+            envvar="FOTAKIT_GLOBAL_RATE",
+            min=0.001,
+        ),
+    ] = None,
+    global_burst: Annotated[
+        int,
+        typer.Option(
+            help="Starts the fleet-wide bucket allows at once (with --global-rate).",
+            envvar="FOTAKIT_GLOBAL_BURST",
+            min=1,
+        ),
+    ] = 1,
 ) -> None:
     """Run the LwM2M server in the foreground; one log line per registration event."""
     from fotakit.coap import TransportParams
@@ -171,6 +192,7 @@ def server(
                 updates=updates,
                 node_id=node_id,
                 public_host=public_host,
+                global_rate=_bucket(global_rate, global_burst),
             )
         )
     except OSError as exc:
@@ -178,6 +200,12 @@ def server(
         raise typer.Exit(1) from exc
     except KeyboardInterrupt:
         pass
+
+
+def _bucket(rate: float | None, burst: int) -> BucketConfig | None:
+    from fotakit.updates.ratelimit import BucketConfig
+
+    return None if rate is None else BucketConfig(rate_per_minute=rate, burst=burst)
 
 
 @app.command()

@@ -382,9 +382,11 @@ class ServerProcess:
 
 @contextlib.asynccontextmanager
 async def fotakit_server(
-    db_url: str, repository: Path, node_id: str, port: int = 0
+    db_url: str, repository: Path, node_id: str, port: int = 0, *extra: str
 ) -> AsyncIterator[tuple[ServerProcess, int]]:
-    """``fotakit server`` (with the update service) as a real process; (process, port)."""
+    """``fotakit server`` (with the update service) as a real process; (process, port).
+
+    ``extra``: more command-line options. Its HTTP side takes any free port."""
     proc = await asyncio.create_subprocess_exec(
         FOTAKIT,
         "server",
@@ -398,6 +400,8 @@ async def fotakit_server(
         "--register-rate", "1000",
         "--register-burst", "1000",
         "--log-level", "INFO",
+        "--http-port", "0",
+        *extra,
         stdin=asyncio.subprocess.DEVNULL,
         stdout=asyncio.subprocess.DEVNULL,
         stderr=asyncio.subprocess.PIPE,
@@ -410,19 +414,70 @@ async def fotakit_server(
         await server.stop()
 
 
-def start_campaign_in_store(store: Any, spec: Any, endpoints: Iterable[str]) -> str:
+def start_campaign_in_store(
+    store: Any, spec: Any, endpoints: Iterable[str], global_rate: Any = None
+) -> str:
     """What an operator's "start" does, written straight to the database (no server in
-    this process): the campaign row with its started snapshot. Returns its ID."""
+    this process): the campaign row with its started snapshot. Returns its ID.
+
+    ``global_rate`` (a BucketConfig): the fleet-wide bucket the servers run with; the
+    starts decided here take their tokens from it, as ``UpdateService.start_campaign``
+    does in a server."""
     import time
 
     from fotakit.updates.campaign import Campaign
+    from fotakit.updates.engine_campaigns import _DbBucket
     from fotakit.updates.targets import DeviceView
 
+    limiters = [] if global_rate is None else [_DbBucket(store, global_rate)]
     rec = store.create_campaign(spec.to_json(), name=spec.name)
     campaign = Campaign(rec.id, spec)
-    campaign.start(time.time(), [DeviceView(endpoint=ep) for ep in endpoints])
+    campaign.start(time.time(), [DeviceView(endpoint=ep) for ep in endpoints], limiters=limiters)
     store.set_campaign_state(rec.id, "running", expected_rev=rec.rev, snapshot=campaign.snapshot())
     return str(rec.id)
+
+
+def first_starts(store: Any, campaign_ids: Iterable[str]) -> dict[str, float]:
+    """Endpoint -> time of its job's first logged ``-> starting`` (from the shared store)."""
+    first: dict[str, float] = {}
+    for cid in campaign_ids:
+        for job in store.list_jobs(campaign_id=cid):
+            events = store.list_events(job_id=job.id, limit=10_000)
+            starting = [e for e in events if e.details.get("to") == "starting"]
+            assert starting, f"{job.endpoint}: no '-> starting' in {[e.kind for e in events]}"
+            first[job.endpoint] = starting[0].at
+    return first
+
+
+def worst_window(
+    starts: Iterable[float], rate_per_minute: float, burst: int, slack: float
+) -> float:
+    """How far the busiest window of ``starts`` beats a token bucket (<= 0: it never does).
+
+    A bucket of ``burst`` refilled at ``rate_per_minute`` allows at most
+    ``burst + rate * (span + slack)`` starts in any window of ``span`` seconds; ``slack``
+    covers the delay between a token taken and the start being logged."""
+    times = sorted(starts)
+    rate_s = rate_per_minute / 60.0
+    return max(
+        (j - i + 1) - (burst + rate_s * (times[j] - times[i] + slack))
+        for i in range(len(times))
+        for j in range(i, len(times))
+    )
+
+
+async def first_match(waits: list[Any]) -> re.Match[str]:
+    """The first of several :meth:`ServerProcess.wait_for` to match; the others cancelled."""
+    tasks = [asyncio.ensure_future(w) for w in waits]
+    try:
+        done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+        return next(iter(done)).result()  # type: ignore[no-any-return]
+    finally:
+        for t in tasks:
+            t.cancel()
+        for t in tasks:
+            with contextlib.suppress(BaseException):
+                await t
 
 
 async def kill(server: ServerProcess) -> None:

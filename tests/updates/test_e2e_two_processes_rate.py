@@ -20,18 +20,19 @@ Needs ``FOTAKIT_TEST_PG_URL`` (skipped with that reason otherwise; CI sets it).
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import re
 from pathlib import Path
 
 from e2e_helpers import (
     Fleet,
+    first_match,
+    first_starts,
     fotakit_server,
     payload_of,
     publish_package,
     start_campaign_in_store,
     trust_for,
+    worst_window,
 )
 
 from fotakit.packages import generate_key
@@ -80,16 +81,11 @@ async def test_campaign_start_rate_holds_across_two_server_processes(
             )
             cid = start_campaign_in_store(store, spec, eps)
             done = re.compile(rf"campaign {cid}: running -> (\w+)")
-            finished = await _first([a.wait_for(done, 25), b.wait_for(done, 25)])
+            finished = await first_match([a.wait_for(done, 25), b.wait_for(done, 25)])
             await fleet.wait(lambda: sum(fleet.confirmed.values()) >= N, 15)
             log_a, log_b = "".join(a.lines), "".join(b.lines)
         jobs = store.list_jobs(campaign_id=cid)
-        first_event = {}
-        for j in jobs:
-            events = store.list_events(job_id=j.id, limit=10_000)
-            starting = [e for e in events if e.details.get("to") == "starting"]
-            assert starting, f"{j.endpoint}: no '-> starting' in {[e.kind for e in events]}"
-            first_event[j.endpoint] = starting[0].at
+        first_event = first_starts(store, [cid])
         final = store.get_campaign(cid)
     finally:
         await fleet.stop()
@@ -106,25 +102,8 @@ async def test_campaign_start_rate_holds_across_two_server_processes(
     # no window of starts, merged over both nodes, beats the one shared bucket
     starts = sorted(first_event.values())
     rate_s = RATE_PER_MINUTE / 60.0
-    worst = max(
-        (j - i + 1) - (BURST + rate_s * (starts[j] - starts[i] + SLACK_S))
-        for i in range(len(starts))
-        for j in range(i, len(starts))
-    )
+    worst = worst_window(starts, RATE_PER_MINUTE, BURST, SLACK_S)
     timeline = [(round(t - starts[0], 3), node_of[ep]) for ep, t in first_event.items()]
     assert worst <= 1e-9, sorted(timeline)
     # the whole campaign could not start faster than the bucket refills
     assert starts[-1] - starts[0] >= (N - BURST) / rate_s - SLACK_S, sorted(timeline)
-
-
-async def _first(waits: list) -> re.Match[str]:  # type: ignore[type-arg]
-    tasks = [asyncio.ensure_future(w) for w in waits]
-    try:
-        done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
-        return next(iter(done)).result()  # type: ignore[no-any-return]
-    finally:
-        for t in tasks:
-            t.cancel()
-        for t in tasks:
-            with contextlib.suppress(BaseException):
-                await t

@@ -18,6 +18,7 @@ from fotakit.repository.coap import coap_resources
 from fotakit.repository.http import HttpServer, create_http_app, serve_http
 from fotakit.repository.repository import Repository
 from fotakit.server import LwM2MServer, ServerConfig, run_server
+from fotakit.updates.ratelimit import BucketConfig
 
 
 async def run_server_with_repository(
@@ -31,12 +32,14 @@ async def run_server_with_repository(
     updates: bool = True,
     node_id: str | None = None,
     public_host: str | None = None,
+    global_rate: BucketConfig | None = None,
 ) -> None:
     """Run the LwM2M server with ``/fw`` mounted, and HTTP delivery if ``http_port`` is set.
 
     With ``updates`` the update service (jobs and campaigns, :mod:`fotakit.updates`) runs
     in the same process on the same database; devices fetch packages from
-    ``public_host`` (default: the bind address) on the LwM2M and HTTP ports.
+    ``public_host`` (default: the bind address) on the LwM2M and HTTP ports;
+    ``global_rate`` bounds the devices started per minute over all campaigns and processes.
     Returns after SIGINT/SIGTERM (or ``stop``), with everything closed.
     """
     repository = await asyncio.to_thread(Repository, repository_dir, config.db_url)
@@ -57,7 +60,9 @@ async def run_server_with_repository(
                 callback(server, http_server)
 
         if updates:
-            await _run_with_updates(mounted, repository, http, stop, started, node_id, public_host)
+            await _run_with_updates(
+                mounted, repository, http, stop, started, node_id, public_host, global_rate
+            )
         else:
             await run_server(mounted, stop=stop, on_started=started)
     finally:
@@ -74,6 +79,7 @@ async def _run_with_updates(
     on_started: Callable[[LwM2MServer], None] | None,
     node_id: str | None,
     public_host: str | None,
+    global_rate: BucketConfig | None = None,
 ) -> None:
     """:func:`run_server` with the :class:`~fotakit.updates.service.UpdateService` beside."""
     from fotakit.updates.engine_packages import BaseUris
@@ -96,7 +102,14 @@ async def _run_with_updates(
             coap=f"coap://{host}:{server.port}",
             http=f"http://{host}:{http.port}" if http is not None else None,
         )
-        service = UpdateService(server, repository, config.db_url, node_id=node_id, base_uris=base)
+        service = UpdateService(
+            server,
+            repository,
+            config.db_url,
+            node_id=node_id,
+            base_uris=base,
+            global_rate=global_rate,
+        )
         await service.start()
         if on_started is not None:
             on_started(server)

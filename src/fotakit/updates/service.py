@@ -36,6 +36,7 @@ from fotakit.updates.engine_campaigns import CampaignError, Inventory
 from fotakit.updates.engine_packages import BaseUris, PackageSource
 from fotakit.updates.inventory import DeviceInventory
 from fotakit.updates.job import JobPolicy
+from fotakit.updates.ratelimit import BucketConfig
 from fotakit.updates.records import (
     TOTAL_KEY,
     CampaignRecord,
@@ -106,6 +107,7 @@ class UpdateService:
         inventory: Inventory | None = None,
         bare_payload: Callable[[str], bool] = lambda _ep: False,
         clock: Callable[[], float] = time.time,
+        global_rate: BucketConfig | None = None,
     ) -> None:
         """``store``: a database URL (opened by :meth:`start`, closed by :meth:`stop`) or an
         open :class:`UpdateStore` (not closed here). ``base_uris``: how devices reach the
@@ -113,7 +115,9 @@ class UpdateService:
         device class / version / tags / zone of an endpoint for campaign targets (default:
         a :class:`DeviceInventory` on ``server``, started and stopped with the service, which
         reads /3/0 of each registering device). ``bare_payload``: which
-        endpoints get the bare payload instead of the signed package."""
+        endpoints get the bare payload instead of the signed package. ``global_rate``: devices
+        started per minute over all campaigns and all processes sharing the database (the
+        bucket is a database row); None for no fleet-wide limit."""
         self.server = server
         self.repository = repository
         self._store_arg = store
@@ -130,6 +134,7 @@ class UpdateService:
         self._inventory = inventory
         self._bare_payload = bare_payload
         self._clock = clock
+        self._global_rate = global_rate
         self._engine: UpdateEngine | None = None
         self._own_store: UpdateStore | None = None
         self._own_inventory: DeviceInventory | None = None
@@ -168,7 +173,11 @@ class UpdateService:
         node_id = (
             self._node_id or os.environ.get("FOTAKIT_NODE_ID") or default_node_id(self.server.port)
         )
-        config = EngineConfig(node_id=node_id, **self._timing)  # type: ignore[arg-type]
+        config = EngineConfig(
+            node_id=node_id,
+            global_rate=self._global_rate,
+            **self._timing,
+        )
         inventory = self._inventory
         if inventory is None:
             # not read while a job talks to it; read again when its job ends
