@@ -274,3 +274,40 @@ async def test_retry_failed_runs_a_child_campaign_over_the_failed_members(
         "bad-2": "failed",
     }
     assert {ep: e.fleet.agents[ep].running_version for ep in eps} == dict.fromkeys(eps, "2.0.0")
+
+
+async def test_cancel_of_a_job_driven_by_another_process_is_carried_out_by_its_owner(
+    tmp_path: Path, sqlite_url: str
+) -> None:
+    """Two servers (node-a, node-b) on one database: the device and its job are node-a's;
+    a cancel asked of node-b's service is written as a request, and node-a cancels."""
+    calls = {"n": 0}
+
+    def window(now: float) -> float | None:
+        calls["n"] += 1  # open for the delivery, closed when it is time to Execute
+        return None if calls["n"] == 1 else now + 3600
+
+    policy = JobPolicy(backoff_base_s=0.5, transfer_floor_s=5.0, window=window)
+    async with (
+        env(tmp_path, sqlite_url) as e,
+        running_site(tmp_path / "node-b", sqlite_url, e.key) as site_b,
+    ):
+        e.fleet.make("x1", e.site.server.port)
+        await e.fleet.start(e.site.server, ["x1"])
+        async with (
+            make_service(e.site, sqlite_url, policy=policy, node_id="node-a") as service_a,
+            make_service(site_b, sqlite_url, node_id="node-b") as service_b,
+        ):
+            job_id = await service_a.start_job("x1", e.package.id)
+            await _until(service_a, job_id, lambda j: j.state == "waiting")
+            assert await service_b.cancel_job(job_id)  # asked of the process not driving it
+            job = await wait_job(service_a, job_id)
+            assert not await service_b.cancel_job(job_id)  # finished: nothing to cancel
+            state = await e.site.server.read_value("x1", "/5/0/3")
+            events = await all_events(service_a, job_id=job_id)
+    assert job.owner == "node-a"
+    assert (job.state, job.reason) == ("cancelled", "cancelled")
+    assert state == int(State.IDLE)
+    assert e.fleet.installs["x1"] == 0
+    cancels = [ev for ev in events if ev.kind == "command" and ev.details["command"] == "cancel"]
+    assert cancels and cancels[0].details["method"] == "execute"

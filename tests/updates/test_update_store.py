@@ -272,6 +272,24 @@ def test_terminal_and_foreign_endpoint_jobs_are_not_claimed(ustore: UpdateStore)
     assert {j.id for j in ustore.claim_jobs("n2", lease_s=10, now=2.0)} == set(ids[2:])
 
 
+def test_cancel_requests_reach_only_the_owner_of_an_unfinished_job(ustore: UpdateStore) -> None:
+    _cid, ids = make_campaign(ustore, 3)
+    ustore.claim_jobs("n1", lease_s=100, now=0.0, endpoints=["urn:dev:0000", "urn:dev:0001"])
+    _save(ustore, ids[1], "succeeded")
+    assert ustore.request_cancel(ids[0], requested_by="n2", now=1.0)
+    assert ustore.request_cancel(ids[0], requested_by="n3", now=2.0)  # idempotent
+    assert not ustore.request_cancel(ids[1], requested_by="n2", now=1.0)  # finished
+    assert not ustore.request_cancel("no-such-job", requested_by="n2", now=1.0)
+    assert ustore.request_cancel(ids[2], requested_by="n2", now=3.0)  # owned by nobody yet
+    assert ustore.cancel_requests_for("n1") == [ids[0]]
+    assert ustore.cancel_requests_for("n2") == []
+    ustore.clear_cancel_request(ids[0])
+    assert ustore.cancel_requests_for("n1") == []
+    # whoever claims the unowned job later sees the request
+    ustore.claim_jobs("n4", lease_s=100, now=4.0)
+    assert ustore.cancel_requests_for("n4") == [ids[2]]
+
+
 def test_due_jobs_are_the_owned_ones_with_a_past_timer(ustore: UpdateStore) -> None:
     _cid, ids = make_campaign(ustore, 3)
     ustore.claim_jobs("n1", lease_s=100, now=0.0)

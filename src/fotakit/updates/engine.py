@@ -13,6 +13,9 @@
   or after it moved here from another process) and offers it to continuous campaigns;
 * leases: the claims of this process's jobs are renewed every ``lease_s / 3``; a process
   that dies loses them after ``lease_s`` and another may take its jobs;
+* cancel requests: :meth:`UpdateEngine.cancel_job` of a job another process drives
+  writes a request row; its owner looks for requests every ``tick_s`` and cancels
+  (a job whose owner died is cancelled by whoever claims it next);
 * recovery: :meth:`start` claims the non-terminal jobs of the devices registered here
   (its own after a restart: a claim by the same node ID is immediate) and resumes each
   from its snapshot.
@@ -139,6 +142,7 @@ class UpdateEngine:
         await self.recover()
         self.campaigns.start()
         self._tasks.append(loop.create_task(self._leases(), name="fotakit-update-leases"))
+        self._tasks.append(loop.create_task(self._cancels(), name="fotakit-update-cancels"))
 
     async def stop(self) -> None:
         """Stop driving; claims stay (a restart with the same node ID takes them back at
@@ -225,6 +229,21 @@ class UpdateEngine:
                         self.node_id, lease_s=self.config.lease_s, now=self.clock(), job_ids=ids
                     )
 
+    async def _cancels(self) -> None:
+        """Cancel the jobs of this process that another process asked to cancel."""
+        period = max(0.05, self.config.tick_s)
+        for _ in range(10**12):  # ends when stop() cancels it
+            await asyncio.sleep(period)
+            try:
+                requested = await self.store.cancel_requests_for(self.node_id)
+                for job_id in requested:
+                    if job_id in self.driver.active:
+                        log.info("job %s: cancel requested by another process", job_id)
+                        await self.driver.cancel(job_id)
+                        await self.store.clear_cancel_request(job_id)
+            except Exception:
+                log.exception("looking for cancel requests failed; trying again")
+
     # -- jobs -------------------------------------------------------------------------------
 
     def _policy_for(self, record: JobRecord) -> JobPolicy:
@@ -264,13 +283,18 @@ class UpdateEngine:
         return record.id
 
     async def cancel_job(self, job_id: str) -> bool:
-        """Cancel a job driven here, or one not started yet; False if it is driven by
-        another process or finished already."""
+        """Cancel a job: at once if it is driven here or not started yet; by a request its
+        owner (another process) carries out within its next tick otherwise. False if the
+        job is unknown or finished already."""
         if await self.driver.cancel(job_id):
             return True
         record = await self.store.get_job(job_id)
-        if record is None or record.terminal or record.snapshot:
+        if record is None or record.terminal:
             return False
+        if record.snapshot:  # started, so driven (or about to be) by its owner
+            return await self.store.request_cancel(
+                job_id, requested_by=self.node_id, now=self.clock()
+            )
         claimed = await self.store.claim_jobs(
             self.node_id,
             lease_s=self.config.lease_s,
@@ -284,4 +308,4 @@ class UpdateEngine:
                 if active is not None:
                     await self.driver.cancel(job_id)
                     return True
-        return False
+        return await self.store.request_cancel(job_id, requested_by=self.node_id, now=self.clock())

@@ -97,6 +97,7 @@ _WAVES: Final[Table] = Base.metadata.tables["campaign_waves"]
 _JOBS: Final[Table] = Base.metadata.tables["jobs"]
 _EVENTS: Final[Table] = Base.metadata.tables["job_events"]
 _BUCKETS: Final[Table] = Base.metadata.tables["rate_buckets"]
+_CANCELS: Final[Table] = Base.metadata.tables["job_cancel_requests"]
 
 _CHUNK: Final = 500
 """Rows per multi-row INSERT and values per IN list (well below SQLite's limits)."""
@@ -860,6 +861,37 @@ class UpdateStore:
                 ).rowcount
             return count
 
+    def request_cancel(self, job_id: str, *, requested_by: str, now: float) -> bool:
+        """Ask the process driving ``job_id`` to cancel it; False if the job is unknown or
+        finished. Idempotent (a second request keeps the first)."""
+        with self._write() as conn:
+            state = conn.execute(
+                select(_JOBS.c.state).where(_JOBS.c.id == job_id)
+            ).scalar_one_or_none()
+            if state is None or state in TERMINAL_STATES:
+                return False
+            conn.execute(
+                self._insert(_CANCELS)
+                .values(job_id=job_id, requested_by=requested_by, requested_at=now)
+                .on_conflict_do_nothing(index_elements=["job_id"])
+            )
+            return True
+
+    def cancel_requests_for(self, node_id: str) -> list[str]:
+        """IDs of the unfinished jobs ``node_id`` owns that another process asked to cancel."""
+        query = (
+            select(_CANCELS.c.job_id)
+            .join(_JOBS, _JOBS.c.id == _CANCELS.c.job_id)
+            .where(_JOBS.c.owner == node_id, _JOBS.c.state.not_in(_TERMINAL))
+            .order_by(_CANCELS.c.requested_at)
+        )
+        with self._read() as conn:
+            return [str(r) for r in conn.scalars(query)]
+
+    def clear_cancel_request(self, job_id: str) -> None:
+        with self._write() as conn:
+            conn.execute(delete(_CANCELS).where(_CANCELS.c.job_id == job_id))
+
     def release_jobs(self, node_id: str, job_ids: Sequence[str] | None = None) -> int:
         """Give up ``node_id``'s claims (all, or on ``job_ids``); return how many.
 
@@ -1243,6 +1275,17 @@ class AsyncUpdateStore:
 
     async def release_jobs(self, node_id: str, job_ids: Sequence[str] | None = None) -> int:
         return await self.run(lambda s: s.release_jobs(node_id, job_ids))
+
+    async def request_cancel(self, job_id: str, *, requested_by: str, now: float) -> bool:
+        return await self.run(
+            lambda s: s.request_cancel(job_id, requested_by=requested_by, now=now)
+        )
+
+    async def cancel_requests_for(self, node_id: str) -> list[str]:
+        return await self.run(lambda s: s.cancel_requests_for(node_id))
+
+    async def clear_cancel_request(self, job_id: str) -> None:
+        await self.run(lambda s: s.clear_cancel_request(job_id))
 
     async def jobs_for(
         self, node_id: str, endpoints: Sequence[str] | None = None

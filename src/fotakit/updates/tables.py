@@ -14,6 +14,9 @@ migration 1 -> 2, no data touched).
   server process (``owner``, ``lease_until``).
 * ``job_events`` — the per-device event log, paged by its increasing ``id``.
 * ``rate_buckets`` — token buckets shared by every server process.
+* ``job_cancel_requests`` — a cancel asked of a job another process drives; its owner
+  picks it up within a campaign tick and cancels (added after version 2; ``create_all``
+  adds it to an existing database, nothing else changes).
 
 Times are epoch seconds (double precision), the clock of the pure update cores.
 """
@@ -138,6 +141,16 @@ class RateBucketRow(Base):
     updated_at: Mapped[float] = mapped_column(Double)
 
 
+class JobCancelRequestRow(Base):
+    __tablename__ = "job_cancel_requests"
+
+    job_id: Mapped[str] = mapped_column(
+        String(ID_MAX), ForeignKey("jobs.id", ondelete="CASCADE"), primary_key=True
+    )
+    requested_by: Mapped[str] = mapped_column(String(ID_MAX))
+    requested_at: Mapped[float] = mapped_column(Double)
+
+
 UPDATE_TABLES: Final = frozenset(
     {
         "campaigns",
@@ -146,5 +159,6 @@ UPDATE_TABLES: Final = frozenset(
         "jobs",
         "job_events",
         "rate_buckets",
+        "job_cancel_requests",
     }
 )
