@@ -200,6 +200,8 @@ class UpdateEngine:
     async def _on_event(self, event: object) -> None:
         if isinstance(event, Registered):
             ep = event.endpoint
+            # a request to the previous registration will not be answered (rebooted)
+            self.io.superseded(ep)
             if self.driver.jobs_of(ep):
                 await self.driver.on_registered(ep, "register")
             else:

@@ -3,7 +3,14 @@
 Every operation goes through :class:`fotakit.server.LwM2MServer` (so queue mode, format
 negotiation and the registry apply) and ends in an :class:`Outcome`: ``ok``, and a short
 ``code`` for the per-device event log — the CoAP response code of the answer (``"2.04"``,
-``"4.05"``), or one of ``timeout``, ``unreachable``, ``not_registered``, ``invalid``.
+``"4.05"``), or one of ``timeout``, ``unreachable``, ``not_registered``, ``invalid``,
+``superseded``.
+
+Operations on one device run one at a time. A device that registers anew (a reboot)
+usually comes back from another port: a request still waiting for an answer at the old
+address would hold the device's turn until its timeout (a minute by default) while the
+job waits to judge the reboot. :meth:`DeviceIO.superseded` abandons such a request at once
+(``superseded``), and the job's next operations go to the new registration.
 Nothing here raises for a device-side failure: the job decides what a failure means.
 
 Facts are read with three requests (TS Core §6.3.1 Read of an object instance): ``/5/0``
@@ -126,12 +133,24 @@ class DeviceIO:
     def __init__(self, server: LwM2MServer) -> None:
         self.server = server
         self._locks: dict[str, asyncio.Lock] = {}
+        self._inflight: dict[str, asyncio.Future[Any]] = {}
+        self._dropped: set[asyncio.Future[Any]] = set()
 
     def _lock(self, endpoint: str) -> asyncio.Lock:
         lock = self._locks.get(endpoint)
         if lock is None:
             lock = self._locks[endpoint] = asyncio.Lock()
         return lock
+
+    def superseded(self, endpoint: str) -> bool:
+        """The device registered anew: abandon the operation in flight to its previous
+        registration (it ends ``superseded``); True if there was one."""
+        inner = self._inflight.pop(endpoint, None)
+        if inner is None or inner.done():
+            return False
+        self._dropped.add(inner)
+        inner.cancel()
+        return True
 
     def forget(self, endpoint: str) -> None:
         """Drop the endpoint's lock (no job for it any more)."""
@@ -145,16 +164,30 @@ class DeviceIO:
         and aiocoap's message layer loses exchanges when a server overlaps many)."""
         start = time.monotonic()
         started = False
+        inner: asyncio.Future[Any] | None = None
         try:
             async with asyncio.timeout(timeout), self._lock(endpoint):
+                op = inner = asyncio.ensure_future(coro)
                 started = True
-                value = await coro
+                if endpoint:
+                    self._inflight[endpoint] = op
+                try:
+                    value = await op
+                finally:
+                    if self._inflight.get(endpoint) is op:
+                        del self._inflight[endpoint]
+                    if not op.done():
+                        op.cancel()
         except asyncio.CancelledError:
             if not started:
                 coro.close()
             task = asyncio.current_task()
             if task is not None and task.cancelling():
                 raise  # we are being cancelled
+            if inner is not None and inner in self._dropped:
+                # superseded() cancelled it: the device registered anew meanwhile
+                self._dropped.discard(inner)
+                return Outcome(False, "superseded", time.monotonic() - start, "re-registered")
             # aiocoap cancelled the exchange's future (an internal error of its message
             # layer): the request is lost, which for the job is an unanswered request
             return Outcome(False, "unreachable", time.monotonic() - start, "exchange dropped")

@@ -97,7 +97,9 @@ UPDATE_PATH: Final = "/5/0/2"
 SEVERITY_PATH: Final = "/5/0/11"
 
 #: Command-result codes of the shell that mean "the device did not answer".
-NO_ANSWER_CODES: Final = frozenset({"timeout", "unreachable", "not_registered"})
+NO_ANSWER_CODES: Final = frozenset({"timeout", "unreachable", "not_registered", "superseded"})
+"""Codes of a request that got no answer (``superseded``: abandoned because the device
+registered anew before answering, see :meth:`fotakit.updates.engine_io.DeviceIO.superseded`)."""
 
 
 class JobState(enum.StrEnum):
@@ -1216,7 +1218,7 @@ class UpdateJob:
                 self._fail(reason, now, code=code, command=kind)
         elif kind == "execute" and state is JobState.DOWNLOADED:
             self._execute_sent = False
-            if code not in ("timeout", "unreachable"):
+            if code not in ("timeout", "unreachable", "superseded"):
                 self._execute_attempted = False  # not sent, or refused by the device
             if code == "4.05" or reason is FailureReason.UNREACHABLE:
                 # not Downloaded any more, or the answer was lost: find out by reading
