@@ -9,15 +9,25 @@ own counters.
 
 Clients send to :attr:`UdpRelay.address`; each client address gets its own upstream
 socket towards the server, so the server sees one distinct peer per client and replies
-find their way back. Datagrams of one direction and one client are delivered in the order
-they were sent (jitter never reorders them: a later datagram waits for an earlier one),
-which is how a single radio bearer behaves.
+find their way back. ``upstream_host`` chooses the local address that socket binds to
+(fixed, or per client, e.g. the client's own host so the server sees each simulated
+device at its own 127.x.y.z and rate limits per source host apply per device).
+With ``idle_timeout`` a session that carried nothing for that long is closed with its
+socket (clients that come and go do not pile up sockets in a long run).
+
+Datagrams of one direction and one client are delivered in the order they were sent
+(jitter never reorders them: a later datagram waits for an earlier one), which is how a
+single radio bearer behaves.
 
 Delays count from the moment a datagram reached the relay's socket (the kernel's receive
 timestamp, ``SIOCGSTAMPNS`` on Linux), not from when the relay's event loop got round to
 reading it: a sleeping process takes 0.1-0.3 ms to wake up for a datagram, and counting
 from the read would add that on top of the configured delay, unmeasured. Where the
 timestamp is not available the read time is used.
+
+Outages take the whole link down (:meth:`UdpRelay.set_outage`) or only the clients of
+one source host (``host=``), which is how the fleet simulator takes one device offline
+while the other devices sharing its relay carry on.
 """
 
 from __future__ import annotations
@@ -39,6 +49,8 @@ except ImportError:  # pragma: no cover - not POSIX: read times only
 Address = tuple[str, int]
 
 MAX_SESSIONS: Final = 65536
+MAX_BACKLOG: Final = 1024
+"""Datagrams of one client held while its upstream socket is being made."""
 SPIN: Final = 0.002
 SIOCGSTAMPNS: Final = 0x8907
 """Linux ioctl: receive timestamp (CLOCK_REALTIME timespec) of the last datagram read."""
@@ -140,6 +152,8 @@ class _Lane:
     impairment: Impairment
     rng: random.Random
     stats: DirectionStats
+    host: str = ""
+    """The client's host (per-host outages apply to it)."""
     link_free_at: float = 0.0
     last_delivery: float = 0.0
     queue: deque[_InFlight] = field(default_factory=deque)
@@ -202,6 +216,8 @@ class _Session:
     down: _Lane
     transport: asyncio.DatagramTransport | None = None
     backlog: list[bytes] = field(default_factory=list)
+    last_active: float = 0.0
+    """Loop time of the last datagram either way (for ``idle_timeout``)."""
 
 
 class UdpRelay:
@@ -218,6 +234,8 @@ class UdpRelay:
         seed: int = 0,
         spin: float = SPIN,
         trace: bool = False,
+        upstream_host: str | Callable[[Address], str] | None = None,
+        idle_timeout: float | None = None,
     ) -> None:
         """``uplink`` is client→server, ``downlink`` server→client (default: as uplink).
 
@@ -228,7 +246,19 @@ class UdpRelay:
         ``(event, loop time)``, event one of ``up-in``, ``up-out``, ``down-in``,
         ``down-out`` — enough to split a lockstep exchange into the server's and the
         client's turnaround and the relay's own share.
+
+        ``upstream_host``: the local address each client's upstream socket binds to — a
+        host, or a function of the client's address (e.g. ``lambda c: c[0]``: the same
+        host as the client). None: the operating system picks it.
+
+        ``idle_timeout``: a client's session (and its upstream socket) is closed after this
+        many seconds without a datagram either way, so clients that come and go (a
+        download's socket, a device that rebooted onto a new port) do not pile up open
+        sockets; make it longer than any quiet spell of a live client (an LwM2M client's
+        registration lifetime). None: sessions live until :meth:`stop`.
         """
+        if idle_timeout is not None and idle_timeout <= 0:
+            raise ValueError("idle_timeout must be positive")
         self.target = target
         self.uplink = uplink or Impairment()
         self.downlink = downlink or self.uplink
@@ -246,6 +276,13 @@ class UdpRelay:
         self.trace: list[tuple[str, float]] | None = [] if trace else None
         self._outage = False
         self._outage_timer: asyncio.TimerHandle | None = None
+        self._upstream_host = upstream_host
+        self._down_hosts: dict[str, asyncio.TimerHandle | None] = {}
+        self._idle_timeout = idle_timeout
+        self._last_sweep = 0.0
+        self._next_index = 0
+        self.sessions_closed = 0
+        """Sessions closed for being idle (see ``idle_timeout``)."""
 
     # -- outages ----------------------------------------------------------------------------
 
@@ -254,7 +291,7 @@ class UdpRelay:
         """True while the link is down: every datagram, either way, is lost."""
         return self._outage
 
-    def set_outage(self, down: bool) -> None:
+    def set_outage(self, down: bool, *, host: str | None = None) -> None:
         """Take the link down (``True``) or bring it back (``False``).
 
         While down, datagrams arriving from either side are dropped, and so are datagrams
@@ -262,19 +299,41 @@ class UdpRelay:
         in the air too. Drops count in :attr:`DirectionStats.dropped` and
         :attr:`DirectionStats.outage_dropped`; the loss RNG is not consumed, so the random
         losses after the outage are the ones the seed gives without it.
+
+        ``host``: only the clients whose source address is this host lose their link (the
+        whole link's state is left alone).
         """
+        if host is not None:
+            timer = self._down_hosts.pop(host, None)
+            if timer is not None:
+                timer.cancel()
+            if down:
+                self._down_hosts[host] = None
+            return
         if self._outage_timer is not None:
             self._outage_timer.cancel()
             self._outage_timer = None
         self._outage = down
 
-    def outage_for(self, seconds: float) -> None:
-        """Take the link down now and bring it back after ``seconds`` (a timed blackout)."""
+    def outage_for(self, seconds: float, *, host: str | None = None) -> None:
+        """Take the link down now and bring it back after ``seconds`` (a timed blackout);
+        ``host``: only for the clients of that source host."""
         if seconds < 0:
             raise ValueError("an outage cannot last a negative time")
-        self.set_outage(True)
         assert self._loop is not None, "start the relay first"
+        if host is not None:
+            self.set_outage(True, host=host)
+            self._down_hosts[host] = self._loop.call_later(
+                seconds, lambda: self.set_outage(False, host=host)
+            )
+            return
+        self.set_outage(True)
         self._outage_timer = self._loop.call_later(seconds, self.set_outage, False)
+
+    def host_down(self, host: str) -> bool:
+        """True while the clients of ``host`` have no link (its own or the whole link's
+        outage)."""
+        return self._outage or host in self._down_hosts
 
     async def start(self) -> Address:
         """Bind the listening socket; returns the address clients should send to."""
@@ -293,6 +352,10 @@ class UdpRelay:
             handle.cancel()
         self._pending.clear()
         self.set_outage(False)
+        for timer in self._down_hosts.values():
+            if timer is not None:
+                timer.cancel()
+        self._down_hosts.clear()
         for session in self._sessions.values():
             if session.transport is not None:
                 session.transport.close()
@@ -318,12 +381,21 @@ class UdpRelay:
         session = self._sessions.get(client)
         if session is not None:
             return session
+        self._sweep()
         if len(self._sessions) >= MAX_SESSIONS:
             return None
-        index = len(self._sessions)
+        index = self._next_index
+        self._next_index += 1
         session = _Session(
-            up=_Lane(self.uplink, random.Random(f"{self._seed}/up/{index}"), self.upstream),
-            down=_Lane(self.downlink, random.Random(f"{self._seed}/down/{index}"), self.downstream),
+            up=_Lane(
+                self.uplink, random.Random(f"{self._seed}/up/{index}"), self.upstream, client[0]
+            ),
+            down=_Lane(
+                self.downlink,
+                random.Random(f"{self._seed}/down/{index}"),
+                self.downstream,
+                client[0],
+            ),
         )
         self._sessions[client] = session
         assert self._loop is not None
@@ -333,25 +405,52 @@ class UdpRelay:
 
     async def _connect(self, client: Address, session: _Session) -> None:
         assert self._loop is not None
+        bind = self._upstream_host
+        host = bind(client) if callable(bind) else bind
         transport, _ = await self._loop.create_datagram_endpoint(
-            lambda: _Downstream(self, client), remote_addr=self.target
+            lambda: _Downstream(self, client),
+            remote_addr=self.target,
+            local_addr=(host, 0) if host is not None else None,
         )
         session.transport = transport
         for data in session.backlog:
             transport.sendto(data)
         session.backlog.clear()
 
+    def _sweep(self) -> None:
+        """Close the sessions idle for longer than ``idle_timeout`` (checked at most every
+        quarter of it, when a new client arrives)."""
+        if self._idle_timeout is None or self._loop is None:
+            return
+        now = self._loop.time()
+        if now - self._last_sweep < self._idle_timeout / 4:
+            return
+        self._last_sweep = now
+        for client, session in list(self._sessions.items()):
+            busy = session.up.queue or session.down.queue
+            if busy or now - session.last_active <= self._idle_timeout:
+                continue
+            if session.transport is None:
+                continue  # its socket is still being made
+            session.transport.close()
+            del self._sessions[client]
+            self.sessions_closed += 1
+
     def _from_client(self, data: bytes, client: Address, fd: int | None = None) -> None:
         session = self._session(client)
         if session is None:
             self.upstream.dropped += 1
             return
+        assert self._loop is not None
+        session.last_active = self._loop.time()
         self._later(session.up, data, lambda: self._to_server(session, data), fd, "up")
 
     def _from_server(self, client: Address, data: bytes, fd: int | None = None) -> None:
         session = self._sessions.get(client)
         if session is None:
             return
+        assert self._loop is not None
+        session.last_active = self._loop.time()
         self._later(session.down, data, lambda: self._to_client(client, data), fd, "down")
 
     def _later(
@@ -368,7 +467,7 @@ class UdpRelay:
         arrived = _arrival(fd, now)
         lane.stats.read_lag_total += now - arrived
         self._note(direction + "-in", arrived)
-        if self._outage:
+        if self._outage or lane.host in self._down_hosts:
             lane.stats.datagrams_in += 1
             lane.stats.bytes_in += len(data)
             lane.stats.dropped += 1
@@ -406,7 +505,7 @@ class UdpRelay:
         now = loop.time()
         while lane.queue and lane.queue[0].at <= now:
             item = lane.queue.popleft()
-            if self._outage:
+            if self._outage or lane.host in self._down_hosts:
                 lane.stats.dropped += 1
                 lane.stats.outage_dropped += 1
                 continue
@@ -425,7 +524,10 @@ class UdpRelay:
 
     def _to_server(self, session: _Session, data: bytes) -> None:
         if session.transport is None:
-            session.backlog.append(data)
+            if len(session.backlog) < MAX_BACKLOG:  # bounded while the socket is made
+                session.backlog.append(data)
+            else:
+                session.up.stats.dropped += 1
         else:
             session.transport.sendto(data)
 
