@@ -1,8 +1,9 @@
-"""``fotakit server`` with the repository: LwM2M + CoAP ``/fw`` on one port, HTTP ``/fw``.
+"""``fotakit server`` with the repository: LwM2M + CoAP ``/fw`` on one port; on the HTTP
+port the REST API, the dashboard and HTTP ``/fw`` (:mod:`fotakit.api`).
 
-The repository is opened read-only here (no trust store): the server only delivers;
-uploads go through :meth:`Repository.add` (``fotakit package upload``, later the REST API),
-possibly from another process sharing the same directory and database.
+The repository is opened with the trust store given (``--trust``), so REST uploads are
+verified; without one it is read-only and uploads go through :meth:`Repository.add` in
+another process (``fotakit package upload``) sharing the same directory and database.
 """
 
 from __future__ import annotations
@@ -10,15 +11,20 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import logging
 import os
 import signal
 from collections.abc import Callable
 
+from fotakit.api import ApiContext, TokenStore, create_app, serve_api
+from fotakit.packages import TrustStore
 from fotakit.repository.coap import coap_resources
 from fotakit.repository.http import HttpServer, create_http_app, serve_http
 from fotakit.repository.repository import Repository
 from fotakit.server import LwM2MServer, ServerConfig, run_server
 from fotakit.updates.ratelimit import BucketConfig
+
+log = logging.getLogger("fotakit.server")
 
 
 async def run_server_with_repository(
@@ -33,8 +39,17 @@ async def run_server_with_repository(
     node_id: str | None = None,
     public_host: str | None = None,
     global_rate: BucketConfig | None = None,
+    trust: str | os.PathLike[str] | TrustStore | None = None,
+    api: bool = True,
 ) -> None:
     """Run the LwM2M server with ``/fw`` mounted, and HTTP delivery if ``http_port`` is set.
+
+    With ``api`` (the default) the HTTP port serves the REST API and the dashboard
+    (:func:`fotakit.api.create_app`, ``/fw`` included); on the first start with no admin
+    token, one is created and printed once on stdout. ``trust`` (a PEM file or directory of
+    trusted signer keys, or a :class:`TrustStore`) lets REST uploads verify packages;
+    without it they answer 503. With ``updates`` off, the campaign and job routes answer
+    503.
 
     With ``updates`` the update service (jobs and campaigns, :mod:`fotakit.updates`) runs
     in the same process on the same database; devices fetch packages from
@@ -42,10 +57,18 @@ async def run_server_with_repository(
     ``global_rate`` bounds the devices started per minute over all campaigns and processes.
     Returns after SIGINT/SIGTERM (or ``stop``), with everything closed.
     """
-    repository = await asyncio.to_thread(Repository, repository_dir, config.db_url)
+    anchors = TrustStore.from_path(trust) if isinstance(trust, str | os.PathLike) else trust
+    repository = await asyncio.to_thread(Repository, repository_dir, config.db_url, anchors)
     http: HttpServer | None = None
+    api_ctx: ApiContext | None = None
     try:
-        if http_port is not None:
+        if http_port is not None and api:
+            api_ctx = await _api_context(config, repository, node_id)
+            http = await serve_api(create_app(api_ctx), http_host or config.host, http_port)
+            host = http_host or config.host
+            shown = "127.0.0.1" if host in ("0.0.0.0", "::") else host
+            log.info("dashboard and REST API: http://%s:%d/", shown, http.port)
+        elif http_port is not None:
             app = create_http_app(repository)
             http = await serve_http(app, http_host or config.host, http_port)
         mounted = dataclasses.replace(
@@ -61,14 +84,55 @@ async def run_server_with_repository(
 
         if updates:
             await _run_with_updates(
-                mounted, repository, http, stop, started, node_id, public_host, global_rate
+                mounted,
+                repository,
+                http,
+                stop,
+                started,
+                node_id,
+                public_host,
+                global_rate,
+                api_ctx,
             )
         else:
-            await run_server(mounted, stop=stop, on_started=started)
+            await run_server(mounted, stop=stop, on_started=_with_api(api_ctx, started))
     finally:
+        if api_ctx is not None:
+            api_ctx.close()  # open event streams end
         if http is not None:
             await http.stop()
+        if api_ctx is not None and api_ctx.tokens is not None:
+            await asyncio.to_thread(api_ctx.tokens.close)
         await asyncio.to_thread(repository.close)
+
+
+async def _api_context(
+    config: ServerConfig, repository: Repository, node_id: str | None
+) -> ApiContext:
+    """The REST API's context; creates and prints the first admin token."""
+    tokens = await asyncio.to_thread(TokenStore.open, config.db_url)
+    try:
+        admin = await asyncio.to_thread(tokens.ensure_admin)
+    except BaseException:
+        await asyncio.to_thread(tokens.close)
+        raise
+    if admin is not None:
+        print(f"admin token (store it now, it is not shown again): {admin}", flush=True)
+    return ApiContext(repository=repository, tokens=tokens, node_id=node_id)
+
+
+def _with_api(
+    api_ctx: ApiContext | None, started: Callable[[LwM2MServer], None] | None
+) -> Callable[[LwM2MServer], None] | None:
+    if api_ctx is None:
+        return started
+
+    def on_started(server: LwM2MServer) -> None:
+        api_ctx.server = server
+        if started is not None:
+            started(server)
+
+    return on_started
 
 
 async def _run_with_updates(
@@ -80,6 +144,7 @@ async def _run_with_updates(
     node_id: str | None,
     public_host: str | None,
     global_rate: BucketConfig | None = None,
+    api_ctx: ApiContext | None = None,
 ) -> None:
     """:func:`run_server` with the :class:`~fotakit.updates.service.UpdateService` beside."""
     from fotakit.updates.engine_packages import BaseUris
@@ -111,10 +176,14 @@ async def _run_with_updates(
             global_rate=global_rate,
         )
         await service.start()
+        if api_ctx is not None:
+            api_ctx.server, api_ctx.service = server, service
         if on_started is not None:
             on_started(server)
         await stop_event.wait()
     finally:
+        if api_ctx is not None:  # the API answers 503 from now on, not errors
+            api_ctx.server = api_ctx.service = None
         if service is not None:
             await service.stop()
         await server.stop()

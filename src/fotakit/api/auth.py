@@ -1,0 +1,291 @@
+"""Bearer tokens with roles for the REST API: :class:`TokenStore` and the route guards.
+
+Roles are ordered ``viewer < operator < admin``: a viewer may read everything (every GET),
+an operator may also act (device write/execute/observe/tags, package upload, campaign
+and job actions), an admin may also delete packages and manage tokens.
+
+Tokens are ``fk_`` + 32 random bytes (URL-safe base64). Only their SHA-256 (hex) is
+stored, in the ``api_tokens`` table of the server's database; a token is looked up by
+its hash and the stored hash is compared with :func:`hmac.compare_digest`. The plaintext
+exists only in the answer to its creation (and in the one line the server prints for the
+first admin token, see :meth:`TokenStore.ensure_admin`).
+
+``api_tokens`` lives in its own SQLAlchemy metadata (not the store's versioned schema):
+it is created when missing by :meth:`TokenStore.open`, and dropping it only revokes every
+token. Limits: verification reads the database on each request (off the event loop);
+nothing is cached, so a revoked token stops working at once.
+
+Each route declares its minimum role with ``dependencies=[Depends(require(Role.X))]`` (or
+takes the :class:`Principal` from the same dependency); :func:`route_role` reads it back,
+for the OpenAPI document (``x-min-role``) and the tests that check every route has one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import enum
+import hashlib
+import hmac
+import os
+import secrets
+from collections.abc import Callable, Coroutine
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, Final
+
+from fastapi import Request
+from fastapi.routing import APIRoute
+from fastapi.security import HTTPBearer
+from sqlalchemy import Column, DateTime, Engine, MetaData, String, Table, delete, insert, select
+from sqlalchemy.engine import URL
+
+from fotakit.api.problems import ApiProblem
+from fotakit.store.engine import WRITE_OPTION, make_engine
+from fotakit.store.records import utcnow
+from fotakit.store.urls import parse_url
+
+__all__ = [
+    "ADMIN_TOKEN_ENV",
+    "Principal",
+    "Role",
+    "TokenInfo",
+    "TokenStore",
+    "hash_token",
+    "new_token",
+    "require",
+    "route_role",
+]
+
+ADMIN_TOKEN_ENV: Final = "FOTAKIT_ADMIN_TOKEN"
+TOKEN_PREFIX: Final = "fk_"
+_MAX_TOKEN_LEN: Final = 512
+
+
+class Role(enum.IntEnum):
+    VIEWER = 1
+    OPERATOR = 2
+    ADMIN = 3
+
+    @property
+    def label(self) -> str:
+        return self.name.lower()
+
+    @classmethod
+    def parse(cls, text: str) -> Role:
+        try:
+            return cls[text.upper()]
+        except KeyError:
+            raise ValueError(f"unknown role {text!r} (viewer, operator or admin)") from None
+
+
+ROLE_NAMES: Final = tuple(r.label for r in Role)
+
+
+def new_token() -> str:
+    """A fresh token: ``fk_`` + 32 random bytes, URL-safe base64 without padding."""
+    return TOKEN_PREFIX + base64.urlsafe_b64encode(secrets.token_bytes(32)).decode().rstrip("=")
+
+
+def hash_token(token: str) -> str:
+    return hashlib.sha256(token.encode("utf-8")).hexdigest()
+
+
+@dataclass(frozen=True, slots=True)
+class TokenInfo:
+    """A stored token, without its secret."""
+
+    id: str
+    name: str
+    role: Role
+    created_at: datetime
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "name": self.name,
+            "role": self.role.label,
+            "created_at": self.created_at.isoformat(),
+        }
+
+
+_metadata = MetaData()
+_TOKENS: Final = Table(
+    "api_tokens",
+    _metadata,
+    Column("id", String(32), primary_key=True),
+    Column("name", String(64), nullable=False),
+    Column("role", String(16), nullable=False),
+    Column("hash", String(64), nullable=False, unique=True),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+)
+
+
+def _info(row: Any) -> TokenInfo:
+    created = row.created_at
+    if created.tzinfo is None:  # SQLite keeps naive UTC
+        created = created.replace(tzinfo=UTC)
+    return TokenInfo(id=row.id, name=row.name, role=Role.parse(row.role), created_at=created)
+
+
+class TokenStore:
+    """API tokens in the server's database. Blocking and thread-safe; see the module."""
+
+    def __init__(self, engine: Engine) -> None:
+        self._engine = engine
+        self._write_engine = engine.execution_options(**{WRITE_OPTION: True})
+
+    @classmethod
+    def open(cls, db: str | URL) -> TokenStore:
+        engine = make_engine(parse_url(db))
+        try:
+            with engine.execution_options(**{WRITE_OPTION: True}).begin() as conn:
+                _metadata.create_all(conn)
+        except BaseException:
+            engine.dispose()
+            raise
+        return cls(engine)
+
+    def close(self) -> None:
+        self._engine.dispose()
+
+    def create(self, name: str, role: Role, *, token: str | None = None) -> tuple[TokenInfo, str]:
+        """Store a new token; (its info, the plaintext — not retrievable later)."""
+        name = name.strip()
+        if not name or len(name) > 64:
+            raise ValueError("a token name is 1 to 64 characters")
+        plaintext = token if token is not None else new_token()
+        if not plaintext or len(plaintext) > _MAX_TOKEN_LEN:
+            raise ValueError("a token is 1 to 512 characters")
+        info = TokenInfo(id="t" + secrets.token_hex(8), name=name, role=role, created_at=utcnow())
+        with self._write_engine.begin() as conn:
+            conn.execute(
+                insert(_TOKENS).values(
+                    id=info.id,
+                    name=info.name,
+                    role=role.label,
+                    hash=hash_token(plaintext),
+                    created_at=info.created_at,
+                )
+            )
+        return info, plaintext
+
+    def list(self) -> list[TokenInfo]:
+        with self._engine.begin() as conn:
+            rows = conn.execute(select(_TOKENS).order_by(_TOKENS.c.created_at, _TOKENS.c.id))
+            return [_info(row) for row in rows]
+
+    def get(self, token_id: str) -> TokenInfo | None:
+        with self._engine.begin() as conn:
+            row = conn.execute(select(_TOKENS).where(_TOKENS.c.id == token_id)).first()
+            return None if row is None else _info(row)
+
+    def revoke(self, token_id: str) -> bool:
+        with self._write_engine.begin() as conn:
+            return bool(conn.execute(delete(_TOKENS).where(_TOKENS.c.id == token_id)).rowcount)
+
+    def verify(self, token: str) -> TokenInfo | None:
+        """The token's info if it is valid; None otherwise."""
+        if not token or len(token) > _MAX_TOKEN_LEN:
+            return None
+        digest = hash_token(token)
+        with self._engine.begin() as conn:
+            row = conn.execute(select(_TOKENS).where(_TOKENS.c.hash == digest)).first()
+        if row is None or not hmac.compare_digest(str(row.hash), digest):
+            return None
+        return _info(row)
+
+    def ensure_admin(self) -> str | None:
+        """Create the admin token named "admin" if no admin token exists; its plaintext
+        then (to print once), else None. ``FOTAKIT_ADMIN_TOKEN`` seeds its value."""
+        with self._engine.begin() as conn:
+            found = conn.execute(
+                select(_TOKENS.c.id).where(_TOKENS.c.role == Role.ADMIN.label).limit(1)
+            ).first()
+        if found is not None:
+            return None
+        seeded = os.environ.get(ADMIN_TOKEN_ENV) or None
+        _, plaintext = self.create("admin", Role.ADMIN, token=seeded)
+        return plaintext
+
+
+# -- route guards -------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Principal:
+    """Who made the request."""
+
+    token_id: str
+    name: str
+    role: Role
+
+
+_bearer = HTTPBearer(auto_error=False, description="A fotakit API token: `fk_...`")
+
+
+class _Require:
+    """The dependency of one minimum role (see :func:`require`)."""
+
+    def __init__(self, role: Role, *, query_token: bool = False) -> None:
+        self.role = role
+        self.query_token = query_token
+
+    async def __call__(self, request: Request) -> Principal:
+        token: str | None = None
+        credentials = await _bearer(request)
+        if credentials is not None:
+            token = credentials.credentials
+        elif self.query_token:
+            token = request.query_params.get("access_token")
+        if not token:
+            raise _unauthorized("a bearer token is required (Authorization: Bearer <token>)")
+        tokens = _token_store(request)
+        info = await asyncio.to_thread(tokens.verify, token)
+        if info is None:
+            raise _unauthorized("the bearer token is not valid")
+        if info.role < self.role:
+            raise ApiProblem(
+                403,
+                f"this needs the {self.role.label} role; token {info.name!r} is {info.role.label}",
+                kind="forbidden",
+            )
+        return Principal(token_id=info.id, name=info.name, role=info.role)
+
+
+def _unauthorized(detail: str) -> ApiProblem:
+    return ApiProblem(
+        401, detail, kind="unauthorized", headers={"WWW-Authenticate": 'Bearer realm="fotakit"'}
+    )
+
+
+def _token_store(request: Request) -> TokenStore:
+    tokens = getattr(request.app.state, "tokens", None)
+    if tokens is None:
+        raise ApiProblem(503, "no token store configured", kind="unavailable")
+    assert isinstance(tokens, TokenStore)
+    return tokens
+
+
+_GUARDS: dict[tuple[Role, bool], _Require] = {}
+
+
+def require(
+    role: Role, *, query_token: bool = False
+) -> Callable[[Request], Coroutine[Any, Any, Principal]]:
+    """The dependency that admits ``role`` and above (one instance per role, so routes
+    can be inspected with :func:`route_role`). ``query_token``: also accept
+    ``?access_token=`` (for EventSource, which cannot set headers)."""
+    key = (role, query_token)
+    guard = _GUARDS.get(key)
+    if guard is None:
+        guard = _GUARDS[key] = _Require(role, query_token=query_token)
+    return guard
+
+
+def route_role(route: APIRoute) -> Role | None:
+    """The minimum role a route declares; None for a public route."""
+    roles = [
+        dep.call.role for dep in route.dependant.dependencies if isinstance(dep.call, _Require)
+    ]
+    return max(roles) if roles else None

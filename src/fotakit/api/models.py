@@ -1,0 +1,273 @@
+"""The JSON shapes of the REST API (pydantic models): they validate request bodies and
+document responses in the OpenAPI document (docs/openapi.json).
+
+Response models allow extra fields (``extra="allow"``) where the API passes through
+free-form JSON (campaign specs, event details, registration parameters), so adding a field
+to those never breaks a client that validates against the document.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+RoleName = Literal["viewer", "operator", "admin"]
+
+
+class _Open(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+
+class Problem(_Open):
+    type: str
+    title: str
+    status: int
+    detail: str
+    instance: str | None = None
+    errors: list[dict[str, Any]] | None = None
+
+
+class Health(BaseModel):
+    status: str
+    node_id: str | None
+    version: str
+
+
+class Me(BaseModel):
+    name: str
+    role: RoleName
+
+
+class TokenOut(BaseModel):
+    id: str
+    name: str
+    role: RoleName
+    created_at: str
+
+
+class TokenCreated(TokenOut):
+    token: str
+
+
+class TokenList(BaseModel):
+    items: list[TokenOut]
+
+
+class TokenCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    name: str = Field(min_length=1, max_length=64, pattern=r"\S")
+    role: RoleName
+
+
+class Fleet(BaseModel):
+    total: int
+    online: int
+    offline: int
+    by_version: dict[str, int]
+    by_class: dict[str, int]
+    by_class_version: list[dict[str, Any]]
+
+
+class Device(_Open):
+    endpoint: str
+    online: bool
+    class_: str | None = Field(default=None, alias="class")
+    firmware_version: str | None
+    tags: list[str]
+    lwm2m_version: str | None
+    binding: str | None
+    queue_mode: bool
+    address: str | None
+    registration_id: str | None
+    last_seen: str | None
+
+
+class DevicePage(BaseModel):
+    items: list[Device]
+    next_cursor: str | None
+
+
+class ObjectLink(BaseModel):
+    path: str
+    object_id: int
+    instance_id: int | None
+    version: str | None
+
+
+class Job(_Open):
+    id: str
+    endpoint: str
+    campaign_id: str | None
+    package_id: str
+    state: str
+    reason: str | None
+    attempts: int
+    delivery: str | None
+    created_at: str
+    updated_at: str
+    node_id: str | None
+
+
+class JobPage(BaseModel):
+    items: list[Job]
+    next_cursor: str | None
+
+
+class DeviceDetail(Device):
+    registration: dict[str, Any] | None
+    objects: list[ObjectLink]
+    jobs: list[Job]
+
+
+class ResourceValue(_Open):
+    path: str
+    value: Any = None
+    values: dict[str, Any] | None = None
+
+
+class WriteBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    value: str | int | float | bool
+
+
+class ExecuteBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    args: str | None = Field(default=None, max_length=1024)
+
+
+class ObservationOut(BaseModel):
+    observation_id: str
+    path: str
+    value: Any = None
+    values: dict[str, Any] | None = None
+
+
+class TagsBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    tags: list[str] = Field(max_length=64)
+
+
+class UpdateBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    package_id: str = Field(min_length=1, max_length=64)
+
+
+class Event(_Open):
+    id: int
+    at: str
+    endpoint: str
+    job_id: str | None
+    campaign_id: str | None
+    kind: str
+    data: dict[str, Any]
+
+
+class EventPage(BaseModel):
+    items: list[Event]
+    next_cursor: str | None
+
+
+class FirmwarePoint(BaseModel):
+    at: str
+    state: int | None
+    result: int | None
+
+
+class Firmware(BaseModel):
+    state: int | None
+    result: int | None
+    live: bool
+    history: list[FirmwarePoint]
+
+
+class Package(_Open):
+    id: str
+    vendor: str
+    class_: str = Field(alias="class")
+    version: str
+    sequence: int
+    size: int
+    payload_size: int
+    sha256: str
+    uploaded_at: str
+    in_use: bool
+
+
+class PackagePage(BaseModel):
+    items: list[Package]
+    next_cursor: str | None
+
+
+class PackageDetail(Package):
+    manifest: dict[str, Any]
+
+
+class Progress(_Open):
+    campaign_id: str
+    state: str
+    wave: int
+    total: int
+    finished: int
+    by_state: dict[str, int]
+    by_reason: dict[str, int]
+
+
+class Campaign(_Open):
+    id: str
+    name: str
+    state: str
+    wave: int
+    package_id: str | None
+    parent_id: str | None
+    created_at: str
+    updated_at: str
+    spec: dict[str, Any]
+    progress: Progress
+
+
+class CampaignPage(BaseModel):
+    items: list[Campaign]
+    next_cursor: str | None
+
+
+class Wave(_Open):
+    index: int
+    size: int
+    started: int
+    succeeded: int
+    failed: int
+    finished: int
+
+
+class CampaignDetail(Campaign):
+    waves: list[Wave]
+
+
+class CampaignCreate(BaseModel):
+    """A :class:`fotakit.updates.campaign.CampaignSpec` as JSON, plus ``start``."""
+
+    model_config = ConfigDict(extra="allow")
+    name: str
+    package_id: str
+    target: dict[str, Any]
+    start: bool = True
+
+
+class TimelinePoint(BaseModel):
+    at: str
+    by_state: dict[str, int]
+
+
+class Timeline(BaseModel):
+    points: list[TimelinePoint]
+
+
+class FailureGroup(BaseModel):
+    reason: str
+    count: int
+    endpoints: list[str]
+
+
+class Failures(BaseModel):
+    groups: list[FailureGroup]
