@@ -15,7 +15,7 @@ COSE_PEER := tests/packages/cose_peer
 COSE_VENV := .venv-cose
 COSE_STAMP := $(COSE_VENV)/.installed-stamp
 
-.PHONY: test demo lint typecheck unit peers bench clean
+.PHONY: test demo lint typecheck unit peers libcoap chromium bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "fotakit needs Python >= 3.11"'
@@ -26,7 +26,7 @@ $(STAMP): pyproject.toml
 
 # Third-party LwM2M/CoAP peers for tests/interop. Best effort: a missing peer makes its
 # tests skip with the reason, it never fails the build here.
-peers: $(PEERS_STAMP) libcoap $(COSE_STAMP)
+peers: $(PEERS_STAMP) libcoap chromium $(COSE_STAMP)
 
 $(COSE_STAMP): $(COSE_PEER)/requirements.txt
 	test -x $(COSE_VENV)/bin/python || $(PYTHON) -m venv $(COSE_VENV)
@@ -45,6 +45,16 @@ libcoap:
 	   (apt-get update -qq && apt-get install -y -qq libcoap3-bin >/dev/null)) || \
 	  echo "could not install libcoap3-bin: libcoap interop tests will be skipped"; \
 	else echo "not root: libcoap3-bin not installed, libcoap interop tests will be skipped"; fi
+
+# Debian's Chromium drives the dashboard's browser tests (Playwright with this binary; no
+# browser download). Installed only as root; otherwise those tests skip and say why.
+chromium:
+	@if command -v chromium >/dev/null 2>&1; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	  (apt-get install -y -qq chromium >/dev/null 2>&1 || \
+	   (apt-get update -qq && apt-get install -y -qq chromium >/dev/null)) || \
+	  echo "could not install chromium: dashboard browser tests will be skipped"; \
+	else echo "not root: chromium not installed, dashboard browser tests will be skipped"; fi
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests bench
