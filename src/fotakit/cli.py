@@ -17,7 +17,10 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 from rich.console import Console
 
+from fotakit import cli_config
+
 if TYPE_CHECKING:
+    from fotakit.packages import TrustStore
     from fotakit.updates.ratelimit import BucketConfig
 
 app = typer.Typer(
@@ -106,13 +109,32 @@ def server(
     ] = 50,
     log_level: Annotated[str, typer.Option(help="DEBUG, INFO, WARNING or ERROR.")] = "INFO",
     http_port: Annotated[
-        int | None,
+        int,
         typer.Option(
-            help="Also serve the firmware repository over HTTP on this TCP port (default: no "
-            "HTTP; /fw is always served over CoAP on the LwM2M port).",
+            help="TCP port of the REST API, the dashboard and HTTP /fw (0: any free port; "
+            "/fw is also served over CoAP on the LwM2M port).",
             envvar="FOTAKIT_HTTP_PORT",
             min=0,
             max=65535,
+        ),
+    ] = 8080,
+    http_host: Annotated[
+        str | None,
+        typer.Option(
+            help="Address to bind HTTP to (default: the LwM2M bind address).",
+            envvar="FOTAKIT_HTTP_HOST",
+        ),
+    ] = None,
+    http: Annotated[
+        bool,
+        typer.Option("--http/--no-http", help="Serve HTTP (REST API, dashboard, /fw) at all."),
+    ] = True,
+    trust: Annotated[
+        FsPath | None,
+        typer.Option(
+            help="Trusted signer public key (PEM) or a directory of them, for REST uploads "
+            "(default <data-dir>/trust if it exists; without one, uploads answer 503).",
+            envvar="FOTAKIT_TRUST",
         ),
     ] = None,
     repository: Annotated[
@@ -184,11 +206,15 @@ def server(
     )
     try:
         repository_dir = (repository or (data_dir or FsPath("data")) / "repository").expanduser()
+        default_trust = (data_dir or FsPath("data")) / "trust"
+        anchors = _trust_store(trust or (default_trust if default_trust.exists() else None))
         asyncio.run(
             run_server_with_repository(
                 config,
                 repository_dir,
-                http_port=http_port,
+                http_host=http_host,
+                http_port=http_port if http else None,
+                trust=anchors,
                 updates=updates,
                 node_id=node_id,
                 public_host=public_host,
@@ -202,6 +228,19 @@ def server(
         pass
 
 
+def _trust_store(path: FsPath | None) -> TrustStore | None:
+    """The trust anchors at ``path`` (a PEM file or a directory); exit 2 if unreadable."""
+    from fotakit.packages import KeyFileError, TrustStore
+
+    if path is None:
+        return None
+    try:
+        return TrustStore.from_path(path.expanduser())
+    except (KeyFileError, OSError, ValueError) as exc:
+        err_console.print(f"[red]error:[/red] cannot load trust anchors from {path}: {exc}")
+        raise typer.Exit(2) from exc
+
+
 def _bucket(rate: float | None, burst: int) -> BucketConfig | None:
     from fotakit.updates.ratelimit import BucketConfig
 
@@ -212,29 +251,86 @@ def _bucket(rate: float | None, burst: int) -> BucketConfig | None:
 def demo(
     data_dir: Annotated[
         FsPath,
-        typer.Option(help="Where the demo keeps its SQLite database (recreated on each run)."),
+        typer.Option(help="Where the demo keeps its data (recreated on each run)."),
     ] = FsPath("demo-data"),
+    devices: Annotated[int, typer.Option(help="Simulated devices.", min=1, max=1000)] = 50,
+    profile: Annotated[
+        str, typer.Option(help="Link profile of the simulated fleet (see fotakit sim).")
+    ] = "mixed",
     port: Annotated[
-        int, typer.Option(help="UDP port of the demo server (0: any free).", min=0, max=65535)
+        int, typer.Option(help="UDP port of the LwM2M server (0: any free).", min=0, max=65535)
     ] = 0,
+    http_port: Annotated[
+        int,
+        typer.Option(
+            help="TCP port of the REST API and dashboard (0: any free).", min=0, max=65535
+        ),
+    ] = 8080,
+    fail_health: Annotated[
+        float,
+        typer.Option(help="Share of devices whose new image fails its health check.", min=0, max=1),
+    ] = 0.1,
+    offline_mid_download: Annotated[
+        float,
+        typer.Option(help="Share of devices that lose their link mid-download.", min=0, max=1),
+    ] = 0.06,
+    seed: Annotated[int, typer.Option(help="Seed of the fleet's profiles and faults.")] = 2026,
+    serve: Annotated[
+        bool | None,
+        typer.Option(
+            "--serve/--exit",
+            help="After the summary, keep serving the dashboard until Ctrl-C (--exit: stop). "
+            "Default: serve when run from a terminal.",
+        ),
+    ] = None,
 ) -> None:
-    """Start a server on SQLite and one client; show a registration, a read and a write."""
-    from fotakit.demo import prepare_data_dir, run_demo
+    """The whole system in one command: server, 50 simulated devices, a signed 1.1.0 and a
+    campaign with live progress, then a summary, the dashboard URL and the admin token."""
+    from fotakit.demo import DemoOptions, run_demo
 
-    _setup_logging(os.environ.get("FOTAKIT_LOG_LEVEL", "WARNING"))
-    db_url = prepare_data_dir(data_dir.expanduser().resolve())
-    code = asyncio.run(run_demo(console, db_url, port))
+    _setup_logging(os.environ.get("FOTAKIT_LOG_LEVEL", "ERROR"))
+    options = DemoOptions(
+        data_dir=data_dir,
+        devices=devices,
+        profile=profile,
+        coap_port=port,
+        http_port=http_port,
+        fail_health=fail_health,
+        offline_mid_download=offline_mid_download,
+        seed=seed,
+        serve_after=sys.stdin.isatty() if serve is None else serve,
+    )
+    code = asyncio.run(run_demo(console, options))
     raise typer.Exit(code)
+
+
+@app.callback()
+def _root(
+    ctx: typer.Context,
+    config: Annotated[FsPath | None, cli_config.CONFIG_OPTION] = None,
+) -> None:
+    # Flags > environment > the TOML file > defaults: the file becomes click's default_map.
+    cli_config.apply_config(ctx, config)
 
 
 def _register_subcommands() -> None:
     from fotakit import cli_repository  # noqa: F401  (registers package upload / list)
     from fotakit.cli_agent import agent_app
+    from fotakit.cli_campaign import campaign_app
+    from fotakit.cli_devices import devices_app
     from fotakit.cli_packages import keys_app, package_app
+    from fotakit.cli_sim import sim
+    from fotakit.cli_tokens import tokens_app
+
+    app.command(name="sim")(sim)
 
     app.add_typer(keys_app, name="keys")
     app.add_typer(package_app, name="package")
     app.add_typer(agent_app, name="agent")
+    app.add_typer(cli_config.config_app, name="config")
+    app.add_typer(devices_app, name="devices")
+    app.add_typer(campaign_app, name="campaign")
+    app.add_typer(tokens_app, name="tokens")
 
 
 _register_subcommands()
