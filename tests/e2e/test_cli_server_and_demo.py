@@ -1,4 +1,4 @@
-"""End to end through the command line: ``fotakit server`` and ``fotakit demo``.
+"""End to end through the command line: ``fotakit server`` (the demo: tests/e2e/test_demo.py).
 
 The server runs as a real process (the installed ``fotakit`` console script); fotakit
 clients register with it over UDP on loopback. The SIGKILL test is the issue's promise:
@@ -9,7 +9,6 @@ answered 2.04 — nobody has to register again.
 from __future__ import annotations
 
 import asyncio
-import os
 import re
 import signal
 import sys
@@ -61,6 +60,8 @@ async def fotakit_server(data_dir: FsPath, port: int) -> AsyncIterator[ServerPro
         "0.5",
         "--request-timeout",
         "5",
+        "--http-port",
+        "0",
         stdin=asyncio.subprocess.DEVNULL,
         stdout=asyncio.subprocess.DEVNULL,
         stderr=asyncio.subprocess.PIPE,
@@ -149,31 +150,11 @@ async def test_server_on_a_busy_port_exits_non_zero_with_a_message(tmp_path: FsP
             str(port),
             "--data-dir",
             str(tmp_path / "b"),
+            "--http-port",
+            "0",
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.PIPE,
         )
         _, err = await asyncio.wait_for(proc.communicate(), STEP)
         assert proc.returncode == 1
         assert f"cannot start the server on 127.0.0.1:{port}".encode() in err
-
-
-async def test_demo_prints_a_registration_a_read_and_a_write(tmp_path: FsPath) -> None:
-    env = {**os.environ, "COLUMNS": "120"}
-    proc = await asyncio.create_subprocess_exec(
-        FOTAKIT,
-        "demo",
-        "--data-dir",
-        str(tmp_path / "demo"),
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-        env=env,
-    )
-    out, err = await asyncio.wait_for(proc.communicate(), 60)
-    text = out.decode()
-    assert proc.returncode == 0, text + err.decode()
-    assert re.search(r"registered ep=demo-device-1 id=\S+ lt=60s lwm2m=1\.1", text)
-    assert "Manufacturer" in text and "SN-0001" in text  # the read of /3/0
-    assert "read back: 'Europe/Berlin'" in text  # the write, read back
-    assert "notified /3/0/15 = 'Europe/Berlin'" in text
-    assert "de-registered demo-device-1" in text
-    assert (tmp_path / "demo" / "fotakit.db").exists()
