@@ -895,61 +895,28 @@ def _action(
         )
 
 
-@campaign_app.command("pause")
-def campaign_pause(
-    campaign_id: CampaignArg,
-    as_json: JsonFlag = False,
-    url: UrlOption = DEFAULT_URL,
-    token: TokenOption = None,
-    timeout: TimeoutOption = 30.0,
-) -> None:
-    """Pause: no new device starts; running jobs finish."""
-    _action("pause", campaign_id, url, token, timeout, as_json)
+def _action_command(action: str, doc: str) -> None:
+    """Register ``campaign <action> ID``: one POST /campaigns/{id}/<action>."""
+
+    def command(
+        campaign_id: CampaignArg,
+        as_json: JsonFlag = False,
+        url: UrlOption = DEFAULT_URL,
+        token: TokenOption = None,
+        timeout: TimeoutOption = 30.0,
+    ) -> None:
+        _action(action, campaign_id, url, token, timeout, as_json)
+
+    command.__doc__ = doc
+    command.__name__ = f"campaign_{action}"
+    campaign_app.command(action)(command)
 
 
-@campaign_app.command("resume")
-def campaign_resume(
-    campaign_id: CampaignArg,
-    as_json: JsonFlag = False,
-    url: UrlOption = DEFAULT_URL,
-    token: TokenOption = None,
-    timeout: TimeoutOption = 30.0,
-) -> None:
-    """Resume a paused campaign."""
-    _action("resume", campaign_id, url, token, timeout, as_json)
-
-
-@campaign_app.command("start")
-def campaign_start(
-    campaign_id: CampaignArg,
-    as_json: JsonFlag = False,
-    url: UrlOption = DEFAULT_URL,
-    token: TokenOption = None,
-    timeout: TimeoutOption = 30.0,
-) -> None:
-    """Start a draft campaign (one created with --no-start)."""
-    _action("start", campaign_id, url, token, timeout, as_json)
-
-
-@campaign_app.command("cancel")
-def campaign_cancel(
-    campaign_id: CampaignArg,
-    as_json: JsonFlag = False,
-    url: UrlOption = DEFAULT_URL,
-    token: TokenOption = None,
-    timeout: TimeoutOption = 30.0,
-) -> None:
-    """Cancel: running jobs are cancelled, no device starts any more."""
-    _action("cancel", campaign_id, url, token, timeout, as_json)
-
-
-@campaign_app.command("retry")
-def campaign_retry(
-    campaign_id: CampaignArg,
-    as_json: JsonFlag = False,
-    url: UrlOption = DEFAULT_URL,
-    token: TokenOption = None,
-    timeout: TimeoutOption = 30.0,
-) -> None:
-    """Start a child campaign over the failed and timed-out devices."""
-    _action("retry", campaign_id, url, token, timeout, as_json)
+for _name, _doc in (
+    ("pause", "Pause: no new device starts; running jobs finish."),
+    ("resume", "Resume a paused campaign."),
+    ("start", "Start a draft campaign (one created with --no-start)."),
+    ("cancel", "Cancel: running jobs are cancelled, no device starts any more."),
+    ("retry", "Start a child campaign over the failed and timed-out devices."),
+):
+    _action_command(_name, _doc)

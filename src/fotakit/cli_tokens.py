@@ -15,6 +15,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from fotakit.cli_repository import DataDirOption, DbOption
+
 if TYPE_CHECKING:
     from fotakit.api.auth import TokenStore
 
@@ -23,18 +25,6 @@ tokens_app = typer.Typer(
 )
 console = Console(soft_wrap=True)
 err_console = Console(stderr=True)
-
-DataDirOption = Annotated[
-    Path | None,
-    typer.Option(help="Data directory (default ./data).", envvar="FOTAKIT_DATA_DIR"),
-]
-DbOption = Annotated[
-    str | None,
-    typer.Option(
-        help="Database URL (postgresql://… or sqlite:///…) or a SQLite file path.",
-        envvar="FOTAKIT_DB",
-    ),
-]
 
 
 def _fail(message: str, code: int = 1) -> typer.Exit:

@@ -1,6 +1,7 @@
 """Helpers of the dashboard's browser tests: a real fotakit site for headless Chromium.
 
-:class:`LiveSite` runs, on an event loop of its own in a background thread, everything
+:class:`LiveSite` (a :class:`site_helpers.BackgroundSite`) runs, on an event loop of its own
+in a background thread, everything
 ``fotakit server`` runs: the LwM2M server (with CoAP ``/fw``), the firmware repository
 (with a trust store, so uploads verify), the REST API with the dashboard and HTTP ``/fw``
 (uvicorn on a loopback port) and the update service on SQLite. The devices are real
@@ -18,41 +19,26 @@ futures with ``result(timeout)``), never a sleep.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import os
 import sys
-import threading
-from collections.abc import Coroutine
-from concurrent.futures import Future
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import pytest
 
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "updates"))
 
-from e2e_helpers import (
-    Fleet,
-    payload_of,
-    server_config,
-    sign,
-    trust_for,
-)
+from e2e_helpers import Fleet
 
-from fotakit.api import ApiContext, Role, TokenStore, create_app, serve_api
-from fotakit.packages import PrivateKey, generate_key
-from fotakit.repository import PackageRecord, Repository
-from fotakit.server import LwM2MServer
+from fotakit.packages import TrustStore
 from fotakit.sim.fleet import FleetSimulator, SimConfig
-from fotakit.store import default_db_url
-from fotakit.updates.engine_packages import BaseUris
 from fotakit.updates.job import JobPolicy
-from fotakit.updates.service import UpdateService
+from site_helpers import BackgroundSite
 
 CHROMIUM = Path("/usr/bin/chromium")
-T = TypeVar("T")
 
 #: The simulated devices (fleet simulator, "good" link profile: WLAN at -55 dBm).
 SIM = tuple(f"sim-{i:04d}" for i in range(4))
@@ -71,98 +57,31 @@ POLICY = JobPolicy(prefer_pull=False, backoff_base_s=1.0, backoff_max_s=2.0, max
 
 
 @dataclass
-class LiveSite:
-    """A running fotakit site on a background event loop (see the module docstring)."""
+class LiveSite(BackgroundSite):
+    """A running fotakit site on a background event loop (see the module docstring), with
+    the simulated devices :data:`SIM` and the agents :data:`BAD`, :data:`OFFLINE` (stopped
+    at start), :data:`SLOW` and :data:`SOLO`."""
 
-    root: Path
-    key: PrivateKey = field(default_factory=lambda: generate_key("ed25519"))
-    loop: asyncio.AbstractEventLoop = field(default_factory=asyncio.new_event_loop)
-    admin_token: str = ""
-    viewer_token: str = ""
-    base_url: str = ""
-    server: Any = None
-    service: Any = None
-    repository: Any = None
-    fleet: Any = None
+    policy: JobPolicy = field(default_factory=lambda: POLICY)
+    max_upload: int = MAX_UPLOAD
+    token_names: dict[str, str] = field(default_factory=lambda: {"viewer": "watcher"})
+    fleet: Fleet | None = None
     sim: Any = None
-    _thread: threading.Thread | None = None
-    _stack: contextlib.AsyncExitStack | None = None
 
     @property
-    def db_url(self) -> str:
-        return default_db_url(self.root / "data")
+    def admin_token(self) -> str:
+        return self.tokens["admin"]
 
-    def call(self, coro: Coroutine[Any, Any, T], timeout: float = 60.0) -> T:
-        """Run ``coro`` on the site's loop and wait for its result (bounded)."""
-        future: Future[T] = asyncio.run_coroutine_threadsafe(coro, self.loop)
-        return future.result(timeout)
+    @property
+    def viewer_token(self) -> str:
+        return self.tokens["viewer"]
 
-    def start(self) -> None:
-        self._thread = threading.Thread(target=self.loop.run_forever, daemon=True)
-        self._thread.start()
-        self.call(self._start(), timeout=90)
+    @property
+    def base_url(self) -> str:
+        return self.url
 
-    def stop(self) -> None:
-        try:
-            self.call(self._stop(), timeout=60)
-        finally:
-            self.loop.call_soon_threadsafe(self.loop.stop)
-            if self._thread is not None:
-                self._thread.join(10)
-            self.loop.close()
-
-    async def _start(self) -> None:
-        stack = contextlib.AsyncExitStack()
-        self._stack = stack
-        try:
-            await self._start_parts(stack)
-        except BaseException:
-            await stack.aclose()
-            raise
-
-    async def _start_parts(self, stack: contextlib.AsyncExitStack) -> None:
-        trust = trust_for(self.key)
-        repository = await asyncio.to_thread(
-            Repository, self.root / "repository", self.db_url, trust
-        )
-        stack.push_async_callback(asyncio.to_thread, repository.close)
-        self.repository = repository
-        server = LwM2MServer(server_config(self.db_url, repository))
-        await server.start()
-        stack.push_async_callback(server.stop)
-        self.server = server
-        tokens = await asyncio.to_thread(TokenStore.open, self.db_url)
-        stack.callback(tokens.close)
-        _, self.admin_token = await asyncio.to_thread(tokens.create, "admin", Role.ADMIN)
-        _, self.viewer_token = await asyncio.to_thread(tokens.create, "watcher", Role.VIEWER)
-        ctx = ApiContext(
-            server=server,
-            repository=repository,
-            tokens=tokens,
-            node_id="node-a",
-            max_upload_bytes=MAX_UPLOAD,
-        )
-        http = await serve_api(create_app(ctx), "127.0.0.1", 0)
-        stack.push_async_callback(http.stop)
-        stack.callback(ctx.close)  # runs first: open event streams end before HTTP stops
-        self.base_url = f"http://127.0.0.1:{http.port}"
-        service = UpdateService(
-            server,
-            repository,
-            self.db_url,
-            node_id="node-a",
-            base_uris=BaseUris(coap=f"coap://127.0.0.1:{server.port}", http=self.base_url),
-            policy=POLICY,
-            tick_s=0.2,
-            lease_s=5.0,
-            resync_s=2.0,
-            op_timeout_s=15.0,
-            poll_s=3.0,
-        )
-        await service.start()
-        stack.push_async_callback(service.stop)
-        ctx.service = service
-        self.service = service
+    async def add_devices(self, stack: contextlib.AsyncExitStack, trust: TrustStore) -> None:
+        server = self.server
         fleet = Fleet(self.root / "agents", trust)
         stack.push_async_callback(fleet.stop)
         fleet.make(BAD, server.port, health_command=("false",))
@@ -187,19 +106,6 @@ class LiveSite:
         stack.push_async_callback(sim.stop)
         assert tuple(d.endpoint for d in sim.devices) == SIM
         self.sim = sim
-
-    async def _stop(self) -> None:
-        if self._stack is not None:
-            await self._stack.aclose()
-
-    def signed_package(self, version: str, sequence: int, seed: int = 0) -> bytes:
-        return sign(payload_of(6_000, seed), self.key, version=version, sequence=sequence)
-
-    def publish(self, version: str, sequence: int, seed: int = 0) -> PackageRecord:
-        """Store a package straight in the repository (for tests that do not upload)."""
-        data = self.signed_package(version, sequence, seed)
-        record: PackageRecord = self.call(asyncio.to_thread(self.repository.add, data))
-        return record
 
 
 def chromium_or_skip() -> None:

@@ -1,19 +1,25 @@
-"""A campaign's start-rate limit holds across two ``fotakit server`` processes on one
-PostgreSQL database.
+"""Start-rate limits hold across two ``fotakit server`` processes on one PostgreSQL database.
 
-The campaign's token bucket (``rate_per_minute``/``burst``) is part of its snapshot in the
-``campaigns`` row, and every tick of either process moves it by compare-and-set, so the
-two processes share one bucket. (``fotakit server`` configures no global bucket: the
-``rate_buckets`` row scoped ``"global"`` is not used here, so the campaign's own bucket is
-the one that limits.) Half of the agents register with each process; a started member is
-driven by the process its device is registered with, whichever process decided the start.
+Two limits, one test each:
+
+* a campaign's own bucket (``rate_per_minute``/``burst``): part of its snapshot in the
+  ``campaigns`` row, moved by compare-and-set at every tick of either process;
+* the fleet-wide bucket (``fotakit server --global-rate/--global-burst``): the
+  ``rate_buckets`` row scoped ``"global"``, shared by every campaign and process. Its test
+  runs two campaigns with no rate of their own, so nothing else limits them.
+
+Half of the agents register with each process; a started member is driven by the process
+its device is registered with, whichever process decided the start. Campaigns are started
+by writing their rows, as an operator's start in a third process would (that start takes
+its first tokens from the same buckets).
 
 Start times are read from the stored job logs (both processes write them to the same
 database): a job's ``state`` event ``-> starting`` is written when its process picks the
 started member up. That is after the token was taken, by at most one campaign tick of the
 picking process (1 s) plus processing, so the bound on any window of starts allows that
 lag as slack: ``burst + rate * (span + slack) / 60``. With a bucket per process (burst 2
-each) or none, the ten starts would come within about a second and break the bound.
+each) or none, the starts would come within about a second and break the bound (checked
+for the global one: without the server option its test fails).
 
 Needs ``FOTAKIT_TEST_PG_URL`` (skipped with that reason otherwise; CI sets it).
 """
@@ -21,6 +27,8 @@ Needs ``FOTAKIT_TEST_PG_URL`` (skipped with that reason otherwise; CI sets it).
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 from e2e_helpers import (
@@ -37,20 +45,38 @@ from e2e_helpers import (
 
 from fotakit.packages import generate_key
 from fotakit.updates.campaign import CampaignSpec
+from fotakit.updates.ratelimit import BucketConfig
+from fotakit.updates.records import JobRecord
 from fotakit.updates.store import UpdateStore
 from fotakit.updates.targets import TargetSpec
 
-N = 10
 RATE_PER_MINUTE = 120.0
 BURST = 2
 #: Token decision -> the job's logged "-> starting": up to one campaign tick (1 s) of
 #: the process that picks the member up, plus its processing (margin for a slow CI).
 SLACK_S = 1.5
+BUCKET = BucketConfig(rate_per_minute=RATE_PER_MINUTE, burst=BURST)
 
 
-async def test_campaign_start_rate_holds_across_two_server_processes(
-    tmp_path: Path, pg_url: str
-) -> None:
+@dataclass
+class Outcome:
+    jobs: list[JobRecord]
+    starts: dict[str, float]  # endpoint -> first logged start
+    node_of: dict[str, str]
+    installs: dict[str, int]
+    final_states: list[str]
+
+
+async def _two_nodes(
+    tmp_path: Path,
+    pg_url: str,
+    eps: list[str],
+    specs: Callable[[str], list[CampaignSpec]],
+    server_args: tuple[str, ...] = (),
+    global_rate: BucketConfig | None = None,
+) -> Outcome:
+    """Run the campaigns ``specs(package_id)`` over ``eps`` split between two server
+    processes; what the shared database says afterwards."""
     key = generate_key("ed25519")
     trust = trust_for(key)
     repo_dir = tmp_path / "repository"
@@ -58,13 +84,12 @@ async def test_campaign_start_rate_holds_across_two_server_processes(
         repo_dir, pg_url, key, payload_of(4_000, 12), version="2.0.0", sequence=2
     )
     store = UpdateStore.open(pg_url)
-    eps = [f"rate-{i:02d}" for i in range(N)]
     node_of = {ep: ("node-a" if i % 2 == 0 else "node-b") for i, ep in enumerate(eps)}
     fleet = Fleet(tmp_path / "agents", trust)
     try:
         async with (
-            fotakit_server(pg_url, repo_dir, "node-a") as (a, port_a),
-            fotakit_server(pg_url, repo_dir, "node-b") as (b, port_b),
+            fotakit_server(pg_url, repo_dir, "node-a", 0, *server_args) as (a, port_a),
+            fotakit_server(pg_url, repo_dir, "node-b", 0, *server_args) as (b, port_b),
         ):
             ports = {"node-a": port_a, "node-b": port_b}
             for ep in eps:
@@ -72,38 +97,82 @@ async def test_campaign_start_rate_holds_across_two_server_processes(
             for agent in fleet.agents.values():
                 await agent.start()
             await fleet.wait(lambda: all(a.client.registered for a in fleet.agents.values()))
-            spec = CampaignSpec(
+            cids = []
+            for spec in specs(package.id):
+                members = list(spec.target.endpoints or ())
+                cids.append(start_campaign_in_store(store, spec, members, global_rate))
+            for cid in cids:
+                done = re.compile(rf"campaign {cid}: running -> (\w+)")
+                finished = await first_match([a.wait_for(done, 30), b.wait_for(done, 30)])
+                assert finished.group(1) == "completed", "".join(a.lines + b.lines)[-4000:]
+            await fleet.wait(lambda: sum(fleet.confirmed.values()) >= len(eps), 15)
+        finals = [store.get_campaign(cid) for cid in cids]
+        return Outcome(
+            jobs=[j for cid in cids for j in store.list_jobs(campaign_id=cid)],
+            starts=first_starts(store, cids),
+            node_of=node_of,
+            installs=dict(fleet.installs),
+            final_states=[f.state if f is not None else "missing" for f in finals],
+        )
+    finally:
+        await fleet.stop()
+        store.close()
+
+
+def _check(out: Outcome, n: int) -> None:
+    assert out.final_states and set(out.final_states) == {"completed"}
+    assert len(out.jobs) == n
+    assert {j.state for j in out.jobs} == {"succeeded"}
+    assert {j.endpoint: j.owner for j in out.jobs} == out.node_of
+    assert out.installs == dict.fromkeys(out.node_of, 1)
+    # both processes started jobs: the starts merged below really span processes
+    assert {out.node_of[ep] for ep in out.starts} == {"node-a", "node-b"}
+    starts = sorted(out.starts.values())
+    timeline = sorted(
+        (round(t - starts[0], 3), ep, out.node_of[ep]) for ep, t in out.starts.items()
+    )
+    # no window of starts, merged over both nodes, beats the one shared bucket
+    assert worst_window(starts, RATE_PER_MINUTE, BURST, SLACK_S) <= 1e-9, timeline
+    # the whole run could not start faster than the bucket refills
+    rate_s = RATE_PER_MINUTE / 60.0
+    assert starts[-1] - starts[0] >= (n - BURST) / rate_s - SLACK_S, timeline
+
+
+async def test_campaign_start_rate_holds_across_two_server_processes(
+    tmp_path: Path, pg_url: str
+) -> None:
+    eps = [f"rate-{i:02d}" for i in range(10)]
+
+    def specs(package_id: str) -> list[CampaignSpec]:
+        return [
+            CampaignSpec(
                 name="rate over two nodes",
-                package_id=package.id,
+                package_id=package_id,
                 target=TargetSpec(endpoints=tuple(eps)),
                 rate_per_minute=RATE_PER_MINUTE,
                 burst=BURST,
             )
-            cid = start_campaign_in_store(store, spec, eps)
-            done = re.compile(rf"campaign {cid}: running -> (\w+)")
-            finished = await first_match([a.wait_for(done, 25), b.wait_for(done, 25)])
-            await fleet.wait(lambda: sum(fleet.confirmed.values()) >= N, 15)
-            log_a, log_b = "".join(a.lines), "".join(b.lines)
-        jobs = store.list_jobs(campaign_id=cid)
-        first_event = first_starts(store, [cid])
-        final = store.get_campaign(cid)
-    finally:
-        await fleet.stop()
-        store.close()
-    assert finished.group(1) == "completed", log_a[-3000:] + log_b[-3000:]
-    assert final is not None and final.state == "completed"
-    assert len(jobs) == N
-    assert {j.state for j in jobs} == {"succeeded"}
-    assert {j.endpoint: j.owner for j in jobs} == node_of
-    assert dict(fleet.installs) == dict.fromkeys(eps, 1)
-    # both processes started jobs: the starts merged below really span processes
-    started_by = {node_of[ep] for ep in first_event}
-    assert started_by == {"node-a", "node-b"}
-    # no window of starts, merged over both nodes, beats the one shared bucket
-    starts = sorted(first_event.values())
-    rate_s = RATE_PER_MINUTE / 60.0
-    worst = worst_window(starts, RATE_PER_MINUTE, BURST, SLACK_S)
-    timeline = [(round(t - starts[0], 3), node_of[ep]) for ep, t in first_event.items()]
-    assert worst <= 1e-9, sorted(timeline)
-    # the whole campaign could not start faster than the bucket refills
-    assert starts[-1] - starts[0] >= (N - BURST) / rate_s - SLACK_S, sorted(timeline)
+        ]
+
+    _check(await _two_nodes(tmp_path, pg_url, eps, specs), len(eps))
+
+
+async def test_global_start_rate_holds_across_campaigns_and_processes(
+    tmp_path: Path, pg_url: str
+) -> None:
+    eps = [f"glob-{i:02d}" for i in range(12)]
+    halves = (eps[: len(eps) // 2], eps[len(eps) // 2 :])
+
+    def specs(package_id: str) -> list[CampaignSpec]:
+        return [
+            CampaignSpec(
+                name=f"global rate, half {n}",
+                package_id=package_id,
+                target=TargetSpec(endpoints=tuple(members)),
+            )
+            for n, members in enumerate(halves)
+        ]
+
+    args = ("--global-rate", str(RATE_PER_MINUTE), "--global-burst", str(BURST))
+    out = await _two_nodes(tmp_path, pg_url, eps, specs, args, BUCKET)
+    _check(out, len(eps))
