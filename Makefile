@@ -77,6 +77,8 @@ bench: $(STAMP) peers
 	$(BIN)/python bench/bench_lwm2m.py --runs 3 --write docs/benchmarks.md
 	$(BIN)/python bench/bench_delivery.py --runs 3 --slow-runs 1 --write docs/benchmarks.md
 	$(BIN)/python bench/bench_pull.py --runs 3 --outage-runs 1 --write docs/benchmarks.md
+	$(BIN)/python bench/bench_campaign.py --agents 200 --concurrency 50 --write docs/benchmarks.md
+	$(BIN)/python bench/bench_fleet.py --write docs/benchmarks.md
 
 clean:
 	rm -rf $(VENV) $(COSE_VENV) $(PEERS)/node_modules .pytest_cache .mypy_cache .ruff_cache

@@ -293,7 +293,7 @@ async def _run(
         console.print()
         console.print(f"dashboard    [bold]{base}/#token={token}[/bold]")
         console.print(
-            f"admin token  [bold]{token}[/bold]  (also: fotakit campaign list --url "
+            f"admin token  [bold]{token}[/bold]  (also: .venv/bin/fotakit campaign list --url "
             f"{base} --token ...)"
         )
         if options.serve_after:
