@@ -95,6 +95,7 @@ class RegisterResource(aiocoap.resource.Resource):  # type: ignore[misc]
             response = _error(Code.SERVICE_UNAVAILABLE, "register rate limit exceeded")
             response.opt.max_age = self._server._register_limiter.max_age(wait)
             return response
+        self._server._remember_remote(host, port, request.remote)
         return await _guarded(
             "register",
             self._server._on_register(
@@ -119,6 +120,7 @@ class RegistrationResource(aiocoap.resource.Resource, aiocoap.resource.PathCapab
         if reg_id is None:
             return _error(Code.NOT_FOUND, "no such registration")
         host, port = remote_host_port(request.remote)
+        self._server._remember_remote(host, port, request.remote)
         return await _guarded(
             "update",
             self._server._on_update(

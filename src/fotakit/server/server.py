@@ -125,6 +125,10 @@ class LwM2MServer:
         self._pending = PendingQueues()
         self._regs: dict[str, Registration] = {}
         self._by_id: dict[str, str] = {}
+        # (host, port) -> the aiocoap remote a device last reached us from: requests to it
+        # reuse it instead of a URI that aiocoap resolves and route-checks (a socket opened,
+        # connected and closed) on every request
+        self._remotes: dict[tuple[str, int], Any] = {}
         self._observations: dict[str, Observation] = {}
         self._dormant: dict[str, list[ObservationRecord]] = {}  # by registration ID
         self._flushers: dict[str, asyncio.Task[None]] = {}
@@ -382,6 +386,12 @@ class LwM2MServer:
         self._bus.publish(Deregistered(endpoint=reg.endpoint, registration=reg))
         return aiocoap.Message(code=aiocoap.DELETED)
 
+    def _remember_remote(self, host: str, port: int, remote: Any) -> None:
+        """The aiocoap remote of a Register or Update from ``host``:``port``."""
+        if len(self._remotes) > 2 * len(self._regs) + 1024:
+            self._remotes.clear()  # bounded: stale addresses (rebooted devices) go
+        self._remotes[(host, port)] = remote
+
     async def _remove(self, registration_id: str, due: float | None) -> Registration | None:
         """Drop a registration (and its observations and queue) from store and memory.
 
@@ -405,6 +415,7 @@ class LwM2MServer:
                 # Left-overs wait for a new registration of the endpoint; harmless.
                 log.exception("could not clear queued requests of ep=%s", reg.endpoint)
         self._drop_observations(reg, "registration ended", delete=False)
+        self._remotes.pop((reg.address, reg.port), None)
         self._awake.forget(reg.endpoint)
         for item in self._pending.drain(reg.endpoint):
             if item.future is not None and not item.future.done():
@@ -725,6 +736,9 @@ class LwM2MServer:
         if self._ctx is None:
             raise ServerError("server not started")
         msg = spec.to_message(reg.uri_base, self._tuning)
+        remote = self._remotes.get((reg.address, reg.port))
+        if remote is not None:
+            msg.remote = remote
         if spec.observe:
             self._prepare_observation(reg, spec)
         handle = self._ctx.request(msg, handle_blockwise=not spec.observe)
