@@ -74,6 +74,10 @@ async def test_campaign_from_create_to_completed(tmp_path: Path, sqlite_url: str
         assert dev["jobs"][0]["campaign_id"] == cid
         fw = (await viewer.get("/api/v1/devices/dev-0/firmware")).json()
         assert fw["history"], fw
+        pairs = [(p["state"], p["result"]) for p in fw["history"]]
+        assert all(state is not None for state, _ in pairs[1:]), pairs
+        assert 3 in {state for state, _ in pairs}, pairs  # Updating was seen
+        assert pairs[-1] == (0, 1), pairs  # Idle, "firmware updated successfully"
         dev_events = (await viewer.get("/api/v1/devices/dev-0/events")).json()
         assert dev_events["items"] and all(e["endpoint"] == "dev-0" for e in dev_events["items"])
 

@@ -422,17 +422,22 @@ async def device_events(
 
 
 def _fw_points(events: list[Any]) -> list[dict[str, Any]]:
+    """One point per change of (State, Result) seen in the event log: from notifications
+    and reads (``fw_state``/``fw_result``, top level or in a facts read). A value an event
+    does not carry is the last one seen (a job's summary names the Result only)."""
     points: list[dict[str, Any]] = []
+    last_state: int | None = None
+    last_result: int | None = None
     for ev in events:
         details: Mapping[str, Any] = ev.details
-        state, result = details.get("fw_state"), details.get("fw_result")
+        facts = details.get("facts")
+        source: Mapping[str, Any] = facts if isinstance(facts, Mapping) else details
+        state, result = source.get("fw_state"), source.get("fw_result")
         if not isinstance(state, int) and not isinstance(result, int):
             continue
-        point = {
-            "at": iso(ev.at),
-            "state": state if isinstance(state, int) else None,
-            "result": result if isinstance(result, int) else None,
-        }
+        last_state = state if isinstance(state, int) else last_state
+        last_result = result if isinstance(result, int) else last_result
+        point = {"at": iso(ev.at), "state": last_state, "result": last_result}
         if points and (points[-1]["state"], points[-1]["result"]) == (
             point["state"],
             point["result"],
