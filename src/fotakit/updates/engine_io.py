@@ -84,7 +84,8 @@ class FactsRead:
     @property
     def reachable(self) -> bool:
         return not any(
-            c in ("timeout", "unreachable", "not_registered") for c in self.codes.values()
+            c in ("timeout", "unreachable", "not_registered", "superseded")
+            for c in self.codes.values()
         )
 
 
@@ -234,7 +235,7 @@ class DeviceIO:
         codes: dict[str, str] = {}
         values: dict[str, Any] = {}
         rtts: list[float] = []
-        lost = ("not_registered", "unreachable", "timeout")
+        lost = ("not_registered", "unreachable", "timeout", "superseded")
         if want_fw:
             fw = await self._run(self.server.read(endpoint, FIRMWARE_INSTANCE), timeout, endpoint)
             codes["/5/0"] = "2.05" if fw.ok else fw.code
