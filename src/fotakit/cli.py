@@ -1,8 +1,11 @@
 """The ``fotakit`` command line (typer + rich).
 
-``fotakit server`` runs the LwM2M server in the foreground; ``fotakit demo`` starts a
-server on SQLite and one client, and shows a registration, a read and a write. Later
-issues add ``keys``, ``package``, ``campaign``, ``agent`` and ``sim``.
+``fotakit server`` runs LwM2M + the repository + the update service + REST API and
+dashboard in one process; ``fotakit demo`` runs the whole system on SQLite with a
+simulated fleet (:mod:`fotakit.demo`). Subcommands registered from other modules:
+``keys`` and ``package`` (packages and the repository), ``agent`` (the device agent),
+``sim`` (the fleet simulator), ``devices`` and ``campaign`` (over the REST API),
+``tokens`` (API tokens), ``config`` (the TOML config file: flags > environment > file).
 """
 
 from __future__ import annotations
