@@ -221,6 +221,9 @@ def test_events_page_by_id_without_gaps_or_repeats(ustore: UpdateStore) -> None:
     assert len(ustore.list_events(campaign_id=cid, limit=100)) == 45
     ids = [ev.id for ev in ustore.list_events(limit=100)]
     assert ids == sorted(ids) and len(set(ids)) == 45
+    # the tail of a long log, newest first, without reading the rest
+    tail = ustore.list_events(endpoint="urn:dev:0000", limit=3, newest_first=True)
+    assert [int(ev.details["i"]) for ev in tail] == [44, 42, 40]  # type: ignore[arg-type]
 
 
 def test_claims_are_exclusive_until_the_lease_runs_out(ustore: UpdateStore) -> None:

@@ -9,7 +9,7 @@ Passthrough maps device outcomes to HTTP: not registered (but known) -> 503, nev
 404, CoAP 4.04 -> 404, 4.05 -> 409, other 4.xx/5.xx -> 502 (the device said no), no answer
 -> 504, network error -> 503, an undecodable answer -> 502; the CoAP code is in ``detail``.
 Limits: the device list is built in memory from the store and the registrations (fine for
-fleets of tens of thousands); the firmware history reads at most the last
+fleets of tens of thousands); the firmware history reads the newest
 :data:`HISTORY_EVENTS` events of the device.
 """
 
@@ -454,13 +454,10 @@ async def firmware(ctx: Ctx, endpoint: Endpoint) -> dict[str, Any]:
     device = await _one_device(ctx, endpoint)
     events: list[Any] = []
     if ctx.service is not None:
-        after = 0
-        for _ in range(HISTORY_EVENTS // 1000):
-            page = await ctx.service.events(endpoint=endpoint, after_id=after, limit=1000)
-            events.extend(page)
-            if len(page) < 1000:
-                break
-            after = page[-1].id
+        newest = await ctx.service.events(
+            endpoint=endpoint, limit=HISTORY_EVENTS, newest_first=True
+        )
+        events = newest[::-1]
     history = _fw_points(events)
     state = history[-1]["state"] if history else None
     result = history[-1]["result"] if history else None

@@ -316,14 +316,17 @@ class UpdateService:
         campaign_id: str | None = None,
         after_id: int = 0,
         limit: int = 100,
+        newest_first: bool = False,
     ) -> list[EventRecord]:
-        """The stored event log (every process's), oldest first; page with ``after_id``."""
+        """The stored event log (every process's), oldest first; page with ``after_id``.
+        ``newest_first``: the ``limit`` newest events, newest first."""
         return await self.engine.store.list_events(
             endpoint=endpoint,
             job_id=job_id,
             campaign_id=campaign_id,
             after_id=after_id,
             limit=limit,
+            newest_first=newest_first,
         )
 
     @contextlib.asynccontextmanager

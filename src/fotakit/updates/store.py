@@ -960,12 +960,15 @@ class UpdateStore:
         campaign_id: str | None = None,
         after_id: int = 0,
         limit: int = 100,
+        newest_first: bool = False,
     ) -> list[EventRecord]:
         """Events with ``id > after_id`` matching every filter given, oldest first.
 
         Page by passing the last ``id`` seen as ``after_id``. (On PostgreSQL an event whose
         transaction commits after a page was read can carry a smaller ID than that page's
         last one; read the log of a finished job, or allow for this in live tails.)
+        ``newest_first``: the ``limit`` newest events instead, newest first (the tail of a
+        long log without reading it all).
         """
         query = select(_EVENTS).where(_EVENTS.c.id > after_id)
         if endpoint is not None:
@@ -974,7 +977,8 @@ class UpdateStore:
             query = query.where(_EVENTS.c.job_id == job_id)
         if campaign_id is not None:
             query = query.where(_EVENTS.c.campaign_id == campaign_id)
-        query = query.order_by(_EVENTS.c.id).limit(limit)
+        order = _EVENTS.c.id.desc() if newest_first else _EVENTS.c.id
+        query = query.order_by(order).limit(limit)
         with self._read() as conn:
             return [_event(row) for row in conn.execute(query)]
 
