@@ -97,6 +97,16 @@ async def test_canary_and_two_waves_over_50_agents_poor_radio_pulled(
     )
     canary_done = [e.at for e in events if e.kind == "finished" and wave_of[e.job_id] == 0]
     assert len(canary_done) == 5 and max(canary_done) <= first_wave_start
+    # each start decision is in its device's log once, with the member's wave, and
+    # before that device's job left "pending"
+    decided = [e for e in events if e.kind == "start_decided"]
+    assert sorted(e.endpoint for e in decided) == sorted(eps)
+    wave_of_ep = {j.endpoint: j.wave for j in jobs}
+    assert all(e.details["wave"] == wave_of_ep[e.endpoint] for e in decided)
+    started_at = {
+        e.endpoint: e.at for e in events if e.kind == "state" and e.details["to"] == "starting"
+    }
+    assert all(e.at <= started_at[e.endpoint] for e in decided)
     # delivery: poor radio pulled, good radio pushed (from the event log)
     methods = delivery_methods(events)
     assert set(methods) == set(eps)

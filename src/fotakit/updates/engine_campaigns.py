@@ -451,6 +451,22 @@ class CampaignRunner:
                         },
                     )
                 )
+            # the decision itself, in the device's log: the process that drives the job
+            # logs its "-> starting" when it picks the start up (up to a tick later)
+            events.extend(
+                NewEvent(
+                    endpoint=start.endpoint,
+                    kind="start_decided",
+                    at=now,
+                    campaign_id=cid,
+                    details={
+                        "wave": start.wave,
+                        "not_before": start.not_before,
+                        "node": self.node_id,
+                    },
+                )
+                for start in d.starts
+            )
             if d.advance is not None:
                 log.info("campaign %s: wave %d -> %d", cid, d.advance.from_wave, d.advance.to_wave)
                 events.append(
