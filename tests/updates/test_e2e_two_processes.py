@@ -12,14 +12,13 @@ Needs ``FOTAKIT_TEST_PG_URL`` (skipped with that reason otherwise; CI sets it).
 
 from __future__ import annotations
 
-import asyncio
 import collections
-import contextlib
 import re
 from pathlib import Path
 
 from e2e_helpers import (
     Fleet,
+    first_match,
     fotakit_server,
     payload_of,
     publish_package,
@@ -70,7 +69,7 @@ async def test_two_server_processes_run_one_campaign_on_postgresql(
             )
             cid = start_campaign_in_store(store, spec, eps)
             done = re.compile(rf"campaign {cid}: running -> (\w+)")
-            finished = await _first([a.wait_for(done, 90), b.wait_for(done, 90)])
+            finished = await first_match([a.wait_for(done, 90), b.wait_for(done, 90)])
             await fleet.wait(lambda: sum(fleet.confirmed.values()) >= N, 30)
             versions = fleet.versions()
             log_a, log_b = "".join(a.lines), "".join(b.lines)
@@ -105,16 +104,3 @@ async def test_two_server_processes_run_one_campaign_on_postgresql(
             recount[reason_key(j.reason)] += 1
     recount["total"] = len(jobs)
     assert counters == dict(recount)
-
-
-async def _first(waits: list) -> re.Match[str]:  # type: ignore[type-arg]
-    tasks = [asyncio.ensure_future(w) for w in waits]
-    try:
-        done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
-        return next(iter(done)).result()  # type: ignore[no-any-return]
-    finally:
-        for t in tasks:
-            t.cancel()
-        for t in tasks:
-            with contextlib.suppress(BaseException):
-                await t
