@@ -42,12 +42,15 @@ from fotakit.cli_remote import (
     DEFAULT_URL,
     AsyncRemoteClient,
     CliError,
+    JsonFlag,
     RemoteClient,
     ServerEvent,
     TimeoutOption,
     TokenOption,
     UrlOption,
     fail,
+    open_client,
+    print_json,
     seg,
 )
 
@@ -538,21 +541,9 @@ def complete_campaign(ctx: typer.Context, incomplete: str) -> list[str]:
         return []
 
 
-def _client(url: str, token: str | None, timeout: float) -> RemoteClient:
-    try:
-        return RemoteClient(url, token, timeout=timeout)
-    except CliError as exc:
-        raise fail(exc) from None
-
-
-def _print_json(value: Any) -> None:
-    typer.echo(json.dumps(value, indent=2, sort_keys=True, ensure_ascii=False))
-
-
 CampaignArg = Annotated[
     str, typer.Argument(help="The campaign's ID.", autocompletion=complete_campaign)
 ]
-JsonFlag = Annotated[bool, typer.Option("--json", help="Print the API's JSON.")]
 IntervalOption = Annotated[
     float,
     typer.Option(
@@ -756,12 +747,12 @@ def campaign_create(
             concurrency=concurrency,
             continuous=continuous,
         )
-        with _client(url, token, timeout) as client:
+        with open_client(url, token, timeout) as client:
             created = client.create_campaign(spec, start=start)
     except CliError as exc:
         raise fail(exc) from None
     if as_json and not watch:
-        _print_json(created)
+        print_json(created)
         return
     total = _progress(created).get("total")
     console.print(
@@ -798,12 +789,12 @@ def campaign_list(
 ) -> None:
     """List campaigns with their state and progress."""
     try:
-        with _client(url, token, timeout) as client:
+        with open_client(url, token, timeout) as client:
             items = list(client.paged("/campaigns", limit=limit, state=state))
     except CliError as exc:
         raise fail(exc) from None
     if as_json:
-        _print_json(items)
+        print_json(items)
         return
     table = Table(title=f"{len(items)} campaign(s)")
     for column in ("id", "name", "state", "wave", "package", "finished", "created"):
@@ -832,13 +823,13 @@ def campaign_show(
 ) -> None:
     """One campaign: state, waves, counts by state, failures by reason with devices."""
     try:
-        with _client(url, token, timeout) as client:
+        with open_client(url, token, timeout) as client:
             campaign = client.campaign(campaign_id)
             failures = client.failures(campaign_id)
     except CliError as exc:
         raise fail(exc) from None
     if as_json:
-        _print_json({**campaign, "failures": failures})
+        print_json({**campaign, "failures": failures})
         return
     console.print(render_campaign(campaign, failures))
 
@@ -874,12 +865,12 @@ def _action(
     action: str, campaign_id: str, url: str, token: str | None, timeout: float, as_json: bool
 ) -> None:
     try:
-        with _client(url, token, timeout) as client:
+        with open_client(url, token, timeout) as client:
             campaign = client.campaign_action(campaign_id, action)
     except CliError as exc:
         raise fail(exc) from None
     if as_json:
-        _print_json(campaign)
+        print_json(campaign)
         return
     if action == "retry":
         console.print(

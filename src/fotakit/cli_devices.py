@@ -32,12 +32,15 @@ from rich.table import Table
 from fotakit.cli_remote import (
     DEFAULT_URL,
     CliError,
+    JsonFlag,
     RemoteClient,
     TimeoutOption,
     TokenOption,
     UrlOption,
     fail,
     lwm2m_path,
+    open_client,
+    print_json,
 )
 
 __all__ = [
@@ -54,17 +57,6 @@ devices_app = typer.Typer(
     no_args_is_help=True,
 )
 console = Console(soft_wrap=True)
-
-
-def _client(url: str, token: str | None, timeout: float) -> RemoteClient:
-    try:
-        return RemoteClient(url, token, timeout=timeout)
-    except CliError as exc:
-        raise fail(exc) from None
-
-
-def _print_json(value: Any) -> None:
-    typer.echo(json.dumps(value, indent=2, sort_keys=True, ensure_ascii=False))
 
 
 def complete_endpoint(ctx: typer.Context, incomplete: str) -> list[str]:
@@ -86,7 +78,6 @@ EndpointArg = Annotated[
     str, typer.Argument(help="The device's endpoint name.", autocompletion=complete_endpoint)
 ]
 PathArg = Annotated[str, typer.Argument(help="An LwM2M path: 3/0/3, /5/0, 4 …")]
-JsonFlag = Annotated[bool, typer.Option("--json", help="Print the API's JSON.")]
 
 
 def firmware_names(state: object, result: object) -> tuple[str, str]:
@@ -152,12 +143,12 @@ def devices_list(
         "q": query,
     }
     try:
-        with _client(url, token, timeout) as client:
+        with open_client(url, token, timeout) as client:
             items = list(client.paged("/devices", limit=limit, **params))
     except CliError as exc:
         raise fail(exc) from None
     if as_json:
-        _print_json(items)
+        print_json(items)
         return
     table = Table(title=f"{len(items)} device(s)")
     for column in ("endpoint", "online", "class", "firmware", "tags", "address", "last seen"):
@@ -185,13 +176,13 @@ def devices_show(
 ) -> None:
     """One device: registration, objects, Object 5 state and result, recent jobs."""
     try:
-        with _client(url, token, timeout) as client:
+        with open_client(url, token, timeout) as client:
             device = client.device(endpoint)
             firmware = client.firmware(endpoint)
     except CliError as exc:
         raise fail(exc) from None
     if as_json:
-        _print_json({**device, "firmware": firmware})
+        print_json({**device, "firmware": firmware})
         return
     _show_device(device, firmware)
 
@@ -276,12 +267,12 @@ def devices_read(
     """Read a resource, an instance or an object from the device (live)."""
     try:
         lwm2m_path(path)
-        with _client(url, token, timeout) as client:
+        with open_client(url, token, timeout) as client:
             answer = client.read(endpoint, path)
     except CliError as exc:
         raise fail(exc) from None
     if as_json:
-        _print_json(answer)
+        print_json(answer)
         return
     if "values" in answer and isinstance(answer["values"], dict):
         for key, value in answer["values"].items():
@@ -389,7 +380,7 @@ def devices_write(
         lwm2m_path(path)
         mode = "string" if as_string else "json" if as_json_value else "auto"
         parsed = parse_value(value, mode=mode, rtype=resource_type(path))
-        with _client(url, token, timeout) as client:
+        with open_client(url, token, timeout) as client:
             client.write(endpoint, path, parsed)
     except CliError as exc:
         raise fail(exc) from None
@@ -411,7 +402,7 @@ def devices_execute(
     try:
         if len(lwm2m_path(path).split("/")) != 3:
             raise CliError(f"Execute needs a resource path (like 3/0/4), not {path!r}", exit_code=2)
-        with _client(url, token, timeout) as client:
+        with open_client(url, token, timeout) as client:
             client.execute(endpoint, path, args)
     except CliError as exc:
         raise fail(exc) from None

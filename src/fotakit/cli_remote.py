@@ -104,6 +104,22 @@ def fail(exc: CliError) -> typer.Exit:
     return typer.Exit(exc.exit_code)
 
 
+JsonFlag = Annotated[bool, typer.Option("--json", help="Print the API's JSON.")]
+
+
+def open_client(url: str, token: str | None, timeout: float) -> RemoteClient:
+    """A :class:`RemoteClient` for a command; a bad URL or token ends the command."""
+    try:
+        return RemoteClient(url, token, timeout=timeout)
+    except CliError as exc:
+        raise fail(exc) from None
+
+
+def print_json(value: Any) -> None:
+    """The API's JSON on stdout, for ``--json``."""
+    typer.echo(json.dumps(value, indent=2, sort_keys=True, ensure_ascii=False))
+
+
 def _problem_message(response: httpx.Response, body: Any) -> str:
     status = response.status_code
     if isinstance(body, Mapping):
