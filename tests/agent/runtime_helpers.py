@@ -15,6 +15,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # tests/: shared helpers
+
+import event_helpers
 from fotakit.agent.runtime import AgentEvent
 from fotakit.coap import TransportParams
 from fotakit.lwm2m.objects import State, UpdateResult
@@ -48,16 +51,8 @@ async def next_event(
     where: Callable[[E], bool] = lambda _e: True,
     timeout: float = WAIT,  # noqa: ASYNC109
 ) -> E:
-    """The next server event of ``kind`` matching ``where`` (others skipped), time-bounded."""
-
-    async def find() -> E:
-        for _ in range(10_000):
-            ev = await events.get()
-            if isinstance(ev, kind) and where(ev):
-                return ev
-        raise AssertionError(f"no matching {kind.__name__} among 10000 events")
-
-    return await asyncio.wait_for(find(), timeout)
+    """:func:`event_helpers.next_event` with this module's default bound."""
+    return await event_helpers.next_event(events, kind, where, timeout)
 
 
 def payload_of(size: int, seed: int = 0) -> bytes:

@@ -19,6 +19,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # tests/: shared helpers
+
+import event_helpers
 from fotakit.agent.config import AgentConfig, DeviceConfig, HealthConfig
 from fotakit.agent.runtime import Agent, AgentEvent, AgentEventKind
 from fotakit.client.objects.connectivity import SimulatedConnectivitySource
@@ -78,16 +81,8 @@ async def next_event(
     where: Callable[[E], bool] = lambda _e: True,
     timeout: float = WAIT,  # noqa: ASYNC109
 ) -> E:
-    """The next server event of ``kind`` matching ``where`` (others skipped), time-bounded."""
-
-    async def find() -> E:
-        for _ in range(1_000_000):
-            ev = await events.get()
-            if isinstance(ev, kind) and where(ev):
-                return ev
-        raise AssertionError(f"no matching {kind.__name__}")
-
-    return await asyncio.wait_for(find(), timeout)
+    """:func:`event_helpers.next_event` with this module's default bound."""
+    return await event_helpers.next_event(events, kind, where, timeout)
 
 
 @dataclass
