@@ -236,6 +236,8 @@ class UpdateEngine:
         period = max(0.05, self.config.tick_s)
         for _ in range(10**12):  # ends when stop() cancels it
             await asyncio.sleep(period)
+            if not self.driver.active:
+                continue  # no job driven here: no request can be for this process
             try:
                 requested = await self.store.cancel_requests_for(self.node_id)
                 for job_id in requested:

@@ -206,6 +206,7 @@ class DeviceIO:
             # a transport library's internal error (aiocoap raises AssertionError from its
             # observation bookkeeping under load): the exchange is lost, not answered
             return Outcome(False, "unreachable", time.monotonic() - start, repr(exc))
+        self._dropped.discard(inner)  # superseded() raced with the answer: it won
         return Outcome(True, "ok", time.monotonic() - start, value)
 
     def registration_facts(self, endpoint: str) -> DeviceFacts:
