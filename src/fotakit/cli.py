@@ -322,6 +322,7 @@ def _register_subcommands() -> None:
     from fotakit.cli_campaign import campaign_app
     from fotakit.cli_devices import devices_app
     from fotakit.cli_packages import keys_app, package_app
+    from fotakit.cli_profiles import profiles_app
     from fotakit.cli_sim import sim
     from fotakit.cli_tokens import tokens_app
 
@@ -333,6 +334,7 @@ def _register_subcommands() -> None:
     app.add_typer(cli_config.config_app, name="config")
     app.add_typer(devices_app, name="devices")
     app.add_typer(campaign_app, name="campaign")
+    app.add_typer(profiles_app, name="profiles")
     app.add_typer(tokens_app, name="tokens")
 
 

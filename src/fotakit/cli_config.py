@@ -68,7 +68,7 @@ __all__ = [
 
 ENV_CONFIG: Final = "FOTAKIT_CONFIG"
 REMOTE_TABLE: Final = "remote"
-REMOTE_GROUPS: Final = ("devices", "campaign")
+REMOTE_GROUPS: Final = ("devices", "campaign", "profiles")
 """Top-level groups whose commands talk to the REST API and take ``[remote]`` values."""
 REMOTE_KEYS: Final = ("url", "token", "timeout")
 

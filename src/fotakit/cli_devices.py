@@ -210,6 +210,14 @@ def _show_device(device: dict[str, Any], firmware: dict[str, Any]) -> None:
     ):
         facts.add_row(label, _text(device.get(key)))
     facts.add_row("queue mode", _yes(device.get("queue_mode")))
+    profile = device.get("profile")
+    if isinstance(profile, dict):
+        facts.add_row(
+            "profile",
+            f"{_text(profile.get('name'))} ({_text(profile.get('payload_form'))}, "
+            f"{_text(profile.get('protocols'))}, push "
+            f"{'allowed' if profile.get('push') else 'never'}) — {_text(profile.get('why'))}",
+        )
     facts.add_row("/5/0/3 State", state)
     facts.add_row("/5/0/5 Result", result)
     console.print(facts)

@@ -22,7 +22,7 @@ from fastapi.responses import FileResponse
 from fastapi.routing import APIRoute
 from starlette.staticfiles import StaticFiles
 
-from fotakit.api import campaigns, devices, events, jobs, models, packages
+from fotakit.api import campaigns, devices, events, jobs, models, packages, profiles
 from fotakit.api.auth import Principal, Role, TokenStore, require, route_role
 from fotakit.api.common import API_PREFIX
 from fotakit.api.context import ApiContext, get_ctx
@@ -130,6 +130,7 @@ def create_app(ctx: ApiContext) -> FastAPI:
         packages.router,
         campaigns.router,
         jobs.router,
+        profiles.router,
         events.router,
     ):
         # the routes themselves (not include_router's wrapper): route_role() and the

@@ -261,19 +261,24 @@ async def list_devices(
 
 @router.get("/devices/{endpoint}", response_model=models.DeviceDetail, dependencies=[VIEWER])
 async def get_device(ctx: Ctx, endpoint: Endpoint) -> dict[str, Any]:
-    """One device with its registration, announced objects and latest 20 jobs."""
+    """One device with its registration, announced objects, latest 20 jobs and the
+    device profile a job started now would use (with why)."""
     device = await _one_device(ctx, endpoint)
     reg = ctx.need_server().get(endpoint)
     jobs: list[dict[str, Any]] = []
+    profile: dict[str, Any] | None = None
     if ctx.service is not None:
         records = await ctx.service.jobs(endpoint=endpoint)
         records.sort(key=lambda j: (j.created_at, j.id), reverse=True)
         jobs = [job_json(j) for j in records[:20]]
+        chosen, why = ctx.service.device_profile(endpoint)
+        profile = {**chosen.to_json(), "why": why}
     return {
         **device,
         "registration": _registration_json(reg) if reg is not None else None,
         "objects": _objects(reg) if reg is not None else [],
         "jobs": jobs,
+        "profile": profile,
     }
 
 

@@ -118,6 +118,9 @@ class DeviceDetail(Device):
     registration: dict[str, Any] | None
     objects: list[ObjectLink]
     jobs: list[Job]
+    profile: dict[str, Any] | None = None
+    """The device profile a job started now would use, with ``why`` (None without the
+    update service)."""
 
 
 class ResourceValue(_Open):
@@ -271,3 +274,48 @@ class FailureGroup(BaseModel):
 
 class Failures(BaseModel):
     groups: list[FailureGroup]
+
+
+class ProfileTimeouts(BaseModel):
+    """Per-state deadlines of the update job, in seconds (absent: the server's)."""
+
+    model_config = ConfigDict(extra="forbid")
+    start: float | None = Field(default=None, ge=1, le=604800)
+    downloading: float | None = Field(default=None, ge=1, le=604800)
+    downloaded: float | None = Field(default=None, ge=1, le=604800)
+    updating: float | None = Field(default=None, ge=1, le=604800)
+    reregistration: float | None = Field(default=None, ge=1, le=604800)
+
+
+class ProfileBody(BaseModel):
+    """A device profile as written (the name is in the URL: a device class, or
+    ``default``)."""
+
+    model_config = ConfigDict(extra="forbid")
+    payload_form: Literal["signed", "bare"] = "signed"
+    protocols: list[Literal["coap", "coaps", "http", "https"]] = Field(
+        default=["coap", "coaps", "http", "https"], min_length=1, max_length=4
+    )
+    push: bool = True
+    timeouts: ProfileTimeouts = Field(default_factory=ProfileTimeouts)
+    description: str = Field(default="", max_length=500)
+
+
+class Profile(_Open):
+    name: str
+    payload_form: str
+    protocols: list[str]
+    push: bool
+    timeouts: dict[str, float]
+    description: str
+    stored: bool
+    """False for the built-in default (no ``default`` profile stored)."""
+
+
+class ProfileList(BaseModel):
+    items: list[Profile]
+
+
+class DeviceProfileChoice(_Open):
+    profile: Profile
+    why: str

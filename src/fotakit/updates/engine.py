@@ -47,6 +47,7 @@ from fotakit.updates.engine_io import DeviceIO
 from fotakit.updates.engine_jobs import ActiveJob, JobDriver
 from fotakit.updates.engine_packages import PackageSource
 from fotakit.updates.job import JobPolicy
+from fotakit.updates.profiles import DeviceProfile, ProfileError, resolve
 from fotakit.updates.ratelimit import BucketConfig
 from fotakit.updates.records import JobRecord
 from fotakit.updates.store import AsyncUpdateStore, UpdateStore
@@ -72,6 +73,9 @@ class EngineConfig:
     poll_s: float = 60.0
     """A job that heard nothing for this long while its device should be moving reads
     /5/0 itself (a notification can be lost)."""
+    profiles_s: float = 5.0
+    """How often device profiles are re-read from the store (changes made through another
+    process; a change made through this one applies at once)."""
 
 
 class UpdateEngine:
@@ -109,6 +113,7 @@ class UpdateEngine:
             on_state=self._on_state,
             bare_payload=bare_payload,
             poll_s=config.poll_s,
+            profile_for=self.profile_for,
         )
         self.campaigns = CampaignRunner(
             self.store,
@@ -124,6 +129,7 @@ class UpdateEngine:
             inventory=inventory,
         )
         self._specs: dict[str, CampaignSpec] = {}
+        self.profiles: dict[str, DeviceProfile] = {}
         self._tasks: list[asyncio.Task[Any]] = []
         self._subscribed = asyncio.Event()
         self._started = False
@@ -136,6 +142,8 @@ class UpdateEngine:
             return
         self._started = True
         loop = asyncio.get_running_loop()
+        await self.reload_profiles()
+        self._tasks.append(loop.create_task(self._profile_loop(), name="fotakit-profiles"))
         self._tasks.append(loop.create_task(self._events(), name="fotakit-update-events"))
         await asyncio.wait_for(self._subscribed.wait(), 10)
         self.driver.start()
@@ -248,17 +256,47 @@ class UpdateEngine:
             except Exception:
                 log.exception("looking for cancel requests failed; trying again")
 
+    # -- device profiles --------------------------------------------------------------------
+
+    async def reload_profiles(self) -> None:
+        """Read every device profile from the store (a stored profile that no longer
+        validates is skipped and logged, never fatal)."""
+        raw = await self.store.run(lambda s: s.list_profiles())
+        profiles: dict[str, DeviceProfile] = {}
+        for name, spec in raw.items():
+            try:
+                profiles[name] = DeviceProfile.from_json(spec, name=name)
+            except ProfileError as exc:
+                log.error("device profile %r in the store is invalid (%s): skipped", name, exc)
+        self.profiles = profiles
+
+    async def _profile_loop(self) -> None:
+        period = max(0.05, self.config.profiles_s)
+        for _ in range(10**12):  # ends when stop() cancels it
+            await asyncio.sleep(period)
+            try:
+                await self.reload_profiles()
+            except Exception:
+                log.exception("reading device profiles failed; keeping the last ones")
+
+    def profile_for(self, endpoint: str) -> tuple[DeviceProfile, str]:
+        """The profile of ``endpoint`` by its device class (/3/0/1), and why."""
+        return resolve(self.campaigns.inventory(endpoint).class_name, self.profiles)
+
     # -- jobs -------------------------------------------------------------------------------
 
     def _policy_for(self, record: JobRecord) -> JobPolicy:
-        """The job policy; campaign members get its retry budget and maintenance window."""
+        """The job policy: the server's, with the device profile's protocols, push
+        permission and timeouts; campaign members get its retry budget and window."""
+        profile, _why = self.profile_for(record.endpoint)
+        base = profile.policy(self.policy)
         if record.campaign_id is None:
-            return self.policy
+            return base
         spec = self._specs.get(record.campaign_id)
         if spec is None:
             rec = self.sync_store.get_campaign(record.campaign_id)
             if rec is None:
-                return self.policy
+                return base
             spec = CampaignSpec.from_json(rec.spec)
             self._specs[record.campaign_id] = spec
         changes: dict[str, Any] = {"max_attempts": max(1, spec.retry_budget)}
@@ -272,7 +310,7 @@ class UpdateEngine:
                 return None if opens is not None and opens <= now else (opens or now + 3600)
 
             changes["window"] = hook
-        return dataclasses.replace(self.policy, **changes)
+        return dataclasses.replace(base, **changes)
 
     async def _on_state(self, active: ActiveJob, state: str, reason: str | None) -> None:
         await self.campaigns.on_job_state(active, state, reason)

@@ -42,6 +42,7 @@ from fotakit.store.errors import StoreError
 from fotakit.updates import job as jobs
 from fotakit.updates.engine_io import DeviceIO, Outcome
 from fotakit.updates.engine_packages import PackageSource
+from fotakit.updates.profiles import BUILTIN_DEFAULT, DeviceProfile
 from fotakit.updates.records import JobRecord, NewEvent
 from fotakit.updates.store import AsyncUpdateStore, StaleJob
 
@@ -50,6 +51,7 @@ log = logging.getLogger("fotakit.updates.engine")
 Clock = Callable[[], float]
 StateHook = Callable[["ActiveJob", str, str | None], Awaitable[None]]
 PolicyFor = Callable[[JobRecord], jobs.JobPolicy]
+ProfileFor = Callable[[str], tuple[DeviceProfile, str]]
 
 
 @dataclass(eq=False)
@@ -94,6 +96,7 @@ class JobDriver:
         on_state: StateHook | None = None,
         bare_payload: Callable[[str], bool] = lambda _ep: False,
         poll_s: float = 60.0,
+        profile_for: ProfileFor | None = None,
     ) -> None:
         self.io = io
         self.packages = packages
@@ -105,6 +108,9 @@ class JobDriver:
         self.on_state = on_state
         self.bare_payload = bare_payload
         self.poll_s = poll_s
+        self.profile_for: ProfileFor = profile_for or (
+            lambda _ep: (BUILTIN_DEFAULT, "no device profiles configured")
+        )
         self.active: dict[str, ActiveJob] = {}  # by job ID
         self.by_endpoint: dict[str, set[str]] = {}
         self._timers: list[tuple[float, str]] = []
@@ -161,15 +167,25 @@ class JobDriver:
         snapshot (a job restored in DELIVERING reads /5/0/3 instead of writing again)."""
         if record.id in self.active or record.terminal:
             return self.active.get(record.id)
+        chosen: dict[str, Any] | None = None
         try:
             policy = self.policy_for(record)
             if record.snapshot:
                 job = jobs.UpdateJob.from_snapshot(dict(record.snapshot), policy)
             else:
-                target = self.packages.target(
-                    record.package_id, bare_payload=self.bare_payload(record.endpoint)
-                )
+                profile, why = self.profile_for(record.endpoint)
+                bare = profile.bare
+                if self.bare_payload(record.endpoint) and not bare:
+                    bare, why = True, f"{why}; bare payload forced by the server's configuration"
+                target = self.packages.target(record.package_id, bare_payload=bare)
                 job = jobs.UpdateJob(record.id, record.endpoint, target, policy)
+                chosen = {
+                    **profile.to_json(),
+                    "profile": profile.name,
+                    "why": why,
+                    "payload_form": "bare" if bare else "signed",
+                }
+                del chosen["name"], chosen["description"]
         except Exception as exc:  # unknown package, corrupt snapshot
             log.error("cannot drive job %s: %s", record.id, exc)
             return None
@@ -185,6 +201,8 @@ class JobDriver:
         )
         self.active[record.id] = active
         self.by_endpoint.setdefault(record.endpoint, set()).add(record.id)
+        if chosen is not None and start:
+            await self._log(active, "profile", chosen)
         if not start:
             pass
         elif record.snapshot:

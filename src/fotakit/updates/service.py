@@ -36,6 +36,7 @@ from fotakit.updates.engine_campaigns import CampaignError, Inventory
 from fotakit.updates.engine_packages import BaseUris, PackageSource
 from fotakit.updates.inventory import DeviceInventory
 from fotakit.updates.job import JobPolicy
+from fotakit.updates.profiles import BUILTIN_DEFAULT, DeviceProfile
 from fotakit.updates.ratelimit import BucketConfig
 from fotakit.updates.records import (
     TOTAL_KEY,
@@ -246,6 +247,37 @@ class UpdateService:
 
     async def job(self, job_id: str) -> JobRecord | None:
         return await self.engine.store.get_job(job_id)
+
+    # -- device profiles --------------------------------------------------------------------
+
+    async def profiles(self) -> dict[str, DeviceProfile]:
+        """Every stored device profile by name (read from the store: other processes'
+        changes included)."""
+        await self.engine.reload_profiles()
+        return dict(self.engine.profiles)
+
+    async def put_profile(self, profile: DeviceProfile) -> bool:
+        """Store a profile (applies to jobs started from now on); True when it is new."""
+        new = await self.engine.store.run(
+            lambda s: s.put_profile(profile.name, profile.to_json(), now=self._clock())
+        )
+        await self.engine.reload_profiles()
+        return new
+
+    async def delete_profile(self, name: str) -> bool:
+        """Remove a profile (its devices fall back to ``default``); False when unknown."""
+        gone = await self.engine.store.run(lambda s: s.delete_profile(name))
+        await self.engine.reload_profiles()
+        return gone
+
+    def device_profile(self, endpoint: str) -> tuple[DeviceProfile, str]:
+        """The profile a job started now would use for ``endpoint``, and why."""
+        return self.engine.profile_for(endpoint)
+
+    @staticmethod
+    def builtin_profile() -> DeviceProfile:
+        """What ``default`` means while no ``default`` profile is stored."""
+        return BUILTIN_DEFAULT
 
     # -- campaigns --------------------------------------------------------------------------
 

@@ -98,6 +98,7 @@ _JOBS: Final[Table] = Base.metadata.tables["jobs"]
 _EVENTS: Final[Table] = Base.metadata.tables["job_events"]
 _BUCKETS: Final[Table] = Base.metadata.tables["rate_buckets"]
 _CANCELS: Final[Table] = Base.metadata.tables["job_cancel_requests"]
+_PROFILES: Final[Table] = Base.metadata.tables["device_profiles"]
 
 _CHUNK: Final = 500
 """Rows per multi-row INSERT and values per IN list (well below SQLite's limits)."""
@@ -1018,6 +1019,35 @@ class UpdateStore:
             return int(granted)
 
     # -- maintenance --------------------------------------------------------------------
+
+    # -- device profiles (fotakit.updates.profiles) ------------------------------------------
+
+    def list_profiles(self) -> dict[str, JsonObject]:
+        """Every stored device profile's JSON, by name."""
+        with self._read() as conn:
+            rows = conn.execute(select(_PROFILES.c.name, _PROFILES.c.spec)).all()
+        return {str(r.name): dict(r.spec) for r in rows}
+
+    def put_profile(self, name: str, spec: JsonObject, *, now: float) -> bool:
+        """Store (insert or replace) a profile; True when it was new."""
+        with self._write() as conn:
+            existed = conn.execute(
+                select(_PROFILES.c.name).where(_PROFILES.c.name == name)
+            ).scalar_one_or_none()
+            if existed is None:
+                conn.execute(insert(_PROFILES).values(name=name, spec=spec, updated_at=now))
+            else:
+                conn.execute(
+                    update(_PROFILES)
+                    .where(_PROFILES.c.name == name)
+                    .values(spec=spec, updated_at=now)
+                )
+            return existed is None
+
+    def delete_profile(self, name: str) -> bool:
+        """Remove a profile; False when there was none."""
+        with self._write() as conn:
+            return bool(conn.execute(delete(_PROFILES).where(_PROFILES.c.name == name)).rowcount)
 
     def delete_campaign(self, campaign_id: str) -> bool:
         """Delete a campaign with its jobs, counters, waves and events (tests, cleanup)."""

@@ -17,6 +17,9 @@ migration 1 -> 2, no data touched).
 * ``job_cancel_requests`` — a cancel asked of a job another process drives; its owner
   picks it up within a campaign tick and cancels (added after version 2; ``create_all``
   adds it to an existing database, nothing else changes).
+* ``device_profiles`` — how each device class is updated (payload form, protocols, push,
+  timeouts; :mod:`fotakit.updates.profiles`), by class name or ``default`` (added like
+  ``job_cancel_requests``).
 
 Times are epoch seconds (double precision), the clock of the pure update cores.
 """
@@ -151,6 +154,17 @@ class JobCancelRequestRow(Base):
     requested_at: Mapped[float] = mapped_column(Double)
 
 
+class DeviceProfileRow(Base):
+    """A device profile (:mod:`fotakit.updates.profiles`) by name: a device class, or
+    ``default``. Added after version 2; ``create_all`` adds it to an existing database."""
+
+    __tablename__ = "device_profiles"
+
+    name: Mapped[str] = mapped_column(String(KEY_MAX), primary_key=True)
+    spec: Mapped[dict[str, JsonValue]] = mapped_column(JSON)
+    updated_at: Mapped[float] = mapped_column(Double)
+
+
 UPDATE_TABLES: Final = frozenset(
     {
         "campaigns",
@@ -160,5 +174,6 @@ UPDATE_TABLES: Final = frozenset(
         "job_events",
         "rate_buckets",
         "job_cancel_requests",
+        "device_profiles",
     }
 )

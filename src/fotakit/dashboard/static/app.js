@@ -5,6 +5,7 @@ import { renderDevice } from "./pages/device.js";
 import { renderFleet } from "./pages/fleet.js";
 import { renderNewCampaign } from "./pages/new-campaign.js";
 import { renderPackages } from "./pages/packages.js";
+import { renderProfiles } from "./pages/profiles.js";
 import { problemBox } from "./ui.js";
 import { fill, h } from "./util.js";
 
@@ -25,6 +26,7 @@ const ROUTES = [
   [/^\/fleet$/, (view, _m, q) => renderFleet(view, q), "fleet"],
   [/^\/devices\/(.+)$/, (view, m) => renderDevice(view, decodeURIComponent(m[1])), "fleet"],
   [/^\/packages$/, (view) => renderPackages(view), "packages"],
+  [/^\/profiles$/, (view, _m, q) => renderProfiles(view, q), "profiles"],
   [/^\/campaigns$/, (view, _m, q) => renderCampaigns(view, q), "campaigns"],
   [/^\/campaigns\/new$/, (view, _m, q) => renderNewCampaign(view, q), "new"],
   [/^\/campaigns\/([^/]+)$/, (view, m) => renderCampaign(view, decodeURIComponent(m[1])), "campaigns"],

@@ -42,6 +42,7 @@ export async function renderDevice(main, endpoint) {
           ["LwM2M version", dev.lwm2m_version], ["Binding", dev.binding],
           ["Queue mode", dev.queue_mode ? "yes" : "no"], ["Address", dev.address],
           ["Registration ID", dev.registration_id], ["Last seen", fmtTime(dev.last_seen)],
+          ["Update profile", profileText(dev.profile)],
           ...Object.entries(reg).filter(([k]) => !SHOWN.has(k)).map(([k, v]) => [
             k.replaceAll("_", " "),
             k.endsWith("_at") ? fmtTime(v) : typeof v === "object" && v !== null ? JSON.stringify(v) : String(v),
@@ -250,4 +251,13 @@ function updateForm(ep) {
     } catch (err) { fill(out, problemBox(err, "Starting the update")); }
   });
   return form;
+}
+
+/** The device profile a job would use: name (linked), form, protocols, push, and why. */
+function profileText(p) {
+  if (!p) return "—";
+  return h("span", { id: "device-profile" },
+    h("a", { href: `#/profiles?name=${encodeURIComponent(p.name)}` }, p.name), " — ",
+    `${p.payload_form} payload, ${(p.protocols || []).join(" > ")}, push ${p.push ? "allowed" : "never"}`,
+    h("br", {}), h("span", { class: "muted" }, p.why || ""));
 }
