@@ -34,6 +34,7 @@ from fotakit.client.objects.device import DeviceInfo, DeviceInstance, device_obj
 from fotakit.lwm2m.errors import MethodNotAllowed, NotFound
 from fotakit.lwm2m.objects import FIRMWARE_UPDATE, builtin_registry
 from fotakit.packages import generate_key
+from fotakit.updates.profiles import DeviceProfile
 
 OLD = "acme-1.4"
 NEW = "acme-1.5"
@@ -190,9 +191,11 @@ async def _run_job(tmp_path: Path, sqlite_url: str, *, image_boots: bool) -> tup
         assert record.size != len(image)  # the signed package is not the bare payload
         device = VendorDevice("acme-0001", site.server.port, image, image_boots=image_boots)
         await device.boot()
-        service = make_service(site, sqlite_url, bare_payload=lambda ep: ep.startswith("acme-"))
+        service = make_service(site, sqlite_url)
         await service.start()
         try:
+            # how an operator says it: this device class checks its own image format
+            await service.put_profile(DeviceProfile("acme-meter", payload_form="bare"))
             job_id = await service.start_job(device.endpoint, record.id)
             done = await wait_job(service, job_id, 60)
             await asyncio.wait_for(device.rebooted.wait(), WAIT)
@@ -214,7 +217,11 @@ def _check_delivery(device: VendorDevice, events: list, story: list, image: byte
     assert [rid for rid, _ in device.writes] == [1], device.writes
     assert device.executes == [2]
     assert all(rid in HAS for rid, _ in device.writes)
-    # the event log: pull chosen because /5/0/9 says pull only, bare payload form
+    # the event log: the profile of its class, pull chosen because /5/0/9 says pull only,
+    # bare payload form
+    chosen = [e.details for e in events if e.kind == "profile"]
+    assert len(chosen) == 1, story
+    assert chosen[0]["profile"] == "acme-meter" and chosen[0]["payload_form"] == "bare"
     deliveries = [e.details for e in events if e.kind == "delivery"]
     assert len(deliveries) == 1, story
     plan = deliveries[0]
