@@ -54,6 +54,12 @@ class FailureReason(StrEnum):
     """The device has no readable Object 5 instance /5/0."""
     LINK_TOO_POOR = "link_too_poor"
     """A push-only device whose radio never got good enough within the allowed wait."""
+    DEVICE_BUSY = "device_busy"
+    """Object 5 stayed Updating with an update the job did not start (someone else's),
+    past ``updating_timeout_s`` from when that was first seen."""
+    OBJECT5_STUCK = "object5_stuck"
+    """Object 5 stayed Downloading/Downloaded after the reset writes (empty Package URI,
+    TS Core E.6) were acknowledged: the device ignores the reset."""
 
     @classmethod
     def from_update_result(cls, code: int) -> FailureReason | None:
