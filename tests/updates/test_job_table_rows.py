@@ -322,3 +322,15 @@ def test_snapshot_with_execute_sent_in_the_old_format_is_read_and_resumed() -> N
     d.facts(firmware_version=TARGET.version, fw_state=0, fw_result=1)
     assert d.state is JobState.SUCCEEDED
     assert not of(d.commands, Execute)
+
+
+# -- found by the property tests once results in WAITING had their row -------------------------
+def test_updating_seen_after_our_delivery_before_the_read_answers_is_our_install() -> None:
+    d = at_delivering(JobPolicy(max_attempts=3))
+    d.ok(WriteUri)
+    d.timer()  # DELIVERING deadline: retry later
+    d.timer()  # the retry reads everything again
+    assert d.state is JobState.STARTING
+    d.fw(3, 0)  # Updating, notified before the read answered: our image installs
+    assert d.state is JobState.INSTALLING
+    assert len(of(d.commands, WriteUri)) == 1

@@ -1270,7 +1270,12 @@ class UpdateJob:
     def _h_fw_starting(self, ev: Event) -> None:
         """Only Idle and Updating decide here (the read decides the rest)."""
         fw = self._fw(ev)
-        if fw is State.IDLE or fw is State.UPDATING:
+        if fw is State.UPDATING and self._delivered:
+            # Updating after our delivery is our image installing, even before the read
+            # answers (as in WAITING): never deliver it a second time
+            self._executed = True
+            self._go(Phase.INSTALLING, ev.now, self.policy.updating_timeout_s)
+        elif fw is State.IDLE or fw is State.UPDATING:
             self._decide_start(DeviceFacts(fw_state=ev.fw_state), ev.now, None)
 
     def _h_fw_resetting(self, ev: Event) -> None:
