@@ -6,7 +6,7 @@ the RTT the server observed) and what the repository offers for the package (CoA
 HTTP URIs of the signed package and of the bare payload, and their sizes). Nothing here
 does I/O; :func:`choose_delivery` returns a :class:`DeliveryPlan` the job acts on.
 
-Rules (``lwm2m-reference.md`` §3, ``anchors-lwm2m-stacks.md`` §4-5):
+Rules (OMA LwM2M TS Core 1.2 Appendix E.6 and the Object 5 registry ``5.xml``):
 
 - /5/0/8 lists the pull protocols; an empty or unreadable list means CoAP only ("CoAP is
   the default setting"), values we do not know are ignored ("MUST be ignored"), and the
