@@ -8,6 +8,7 @@ from dataclasses import replace
 from typing import Any, TypeVar
 
 from fotakit.updates.job import (
+    TERMINAL_STATES,
     TRANSITIONS,
     Command,
     DeviceFacts,
@@ -16,6 +17,7 @@ from fotakit.updates.job import (
     JobState,
     JobTarget,
     Log,
+    Phase,
     RadioFigures,
     SetTimer,
     UpdateJob,
@@ -200,6 +202,32 @@ def at_downloaded(policy: JobPolicy | None = None) -> Driver:
     return d
 
 
+def at_downloaded_idle(policy: JobPolicy | None = None) -> Driver:
+    """DOWNLOADED with no Execute in flight (it was refused 4.05: a re-read decides)."""
+    from fotakit.updates.job import Execute
+
+    d = at_downloaded(policy)
+    d.fail(Execute, "4.05")
+    assert d.job.phase is Phase.DOWNLOADED
+    return d
+
+
+def at_resetting(policy: JobPolicy | None = None) -> Driver:
+    """STARTING, resetting a leftover download (empty Package URI written)."""
+    d = at_starting(policy)
+    d.facts(fw_state=1, fw_result=0)
+    assert d.job.phase is Phase.RESETTING
+    return d
+
+
+def at_busy(policy: JobPolicy | None = None) -> Driver:
+    """STARTING, Object 5 Updating with someone else's update."""
+    d = at_starting(policy)
+    d.facts(fw_state=3, fw_result=0)
+    assert d.job.phase is Phase.BUSY
+    return d
+
+
 def at_installing(policy: JobPolicy | None = None) -> Driver:
     from fotakit.updates.job import Execute
 
@@ -235,4 +263,20 @@ POSITIONS: dict[JobState, Callable[[], Driver]] = {
     JobState.CANCELLING: at_cancelling,
 }
 
-assert {s for s, _ in TRANSITIONS} == set(POSITIONS)
+#: A driver placed in each non-terminal phase (the rows of the transition table).
+PHASES: dict[Phase, Callable[[], Driver]] = {
+    Phase.PENDING: at_pending,
+    Phase.WAITING: at_waiting,
+    Phase.STARTING: at_starting,
+    Phase.RESETTING: at_resetting,
+    Phase.BUSY: at_busy,
+    Phase.DELIVERING: at_delivering,
+    Phase.DOWNLOADED: at_downloaded_idle,
+    Phase.EXECUTING: at_downloaded,
+    Phase.INSTALLING: at_installing,
+    Phase.REBOOTING: at_rebooting,
+    Phase.CANCELLING: at_cancelling,
+}
+
+assert {p.state for p, _ in TRANSITIONS} - TERMINAL_STATES == set(POSITIONS)
+assert {p for p, _ in TRANSITIONS if not p.state.terminal} == set(PHASES)

@@ -253,3 +253,54 @@ def test_failure_reasons_map_every_update_result_code() -> None:
     assert not FailureReason.INTEGRITY_FAILURE.retryable
     assert not FailureReason.ROLLED_BACK.retryable
     assert FailureReason.ROLLED_BACK == "rolled_back"
+
+
+# -- protocol order, exclusions, push allowed -----------------------------------------------
+def test_plan_records_the_scheme_it_pulls_over() -> None:
+    plan = choose_delivery(facts(protocols=(0, 2)), TARGET, POLICY)
+    assert (plan.protocol, plan.uri) == ("coap", TARGET.uri_coap)
+    assert plan.to_json()["protocol"] == "coap"
+
+
+def test_protocol_order_is_the_policys() -> None:
+    http_first = DeliveryPolicy(protocol_order=("http", "coap"))
+    plan = choose_delivery(facts(protocols=(0, 2)), TARGET, http_first)
+    assert (plan.protocol, plan.uri) == ("http", TARGET.uri_http)
+
+
+def test_scheme_missing_from_protocol_order_is_never_used() -> None:
+    coap_only = DeliveryPolicy(protocol_order=("coap",))
+    plan = choose_delivery(facts(protocols=(2,), delivery_method=0), TARGET, coap_only)
+    assert plan.choice is Choice.NONE
+    assert plan.failure is FailureReason.NO_DELIVERY_METHOD
+
+
+def test_excluded_scheme_is_skipped() -> None:
+    plan = choose_delivery(facts(protocols=(0, 2)), TARGET, POLICY, exclude=frozenset({"coap"}))
+    assert (plan.protocol, plan.uri) == ("http", TARGET.uri_http)
+    none = choose_delivery(
+        facts(protocols=(0,), delivery_method=0), TARGET, POLICY, exclude=frozenset({"coap"})
+    )
+    assert none.choice is Choice.NONE
+    assert "coap already refused" in none.reason
+
+
+def test_secure_uri_goes_only_to_a_device_listing_the_secure_scheme() -> None:
+    secure = replace(
+        TARGET,
+        uri_coap="coaps://127.0.0.1:5684/fw/x",
+        uri_http=None,
+    )
+    plain = choose_delivery(facts(protocols=(0,), delivery_method=0), secure, POLICY)
+    assert plain.choice is Choice.NONE  # a coaps URI is never written to a CoAP-only device
+    dtls = choose_delivery(facts(protocols=(1,), delivery_method=0), secure, POLICY)
+    assert (dtls.protocol, dtls.uri) == ("coaps", "coaps://127.0.0.1:5684/fw/x")
+
+
+def test_push_disallowed_never_pushes() -> None:
+    no_push = DeliveryPolicy(allow_push=False, prefer_pull=False)
+    assert choose_delivery(facts(radio=GOOD_RADIO), TARGET, no_push).choice is Choice.PULL
+    plan = choose_delivery(facts(delivery_method=1, radio=GOOD_RADIO), TARGET, no_push)
+    assert plan.choice is Choice.NONE
+    assert plan.failure is FailureReason.NO_DELIVERY_METHOD
+    assert "allow_push=False" in plan.reason

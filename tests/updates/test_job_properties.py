@@ -6,7 +6,10 @@
   after a re-registration, from facts whose version equals the target exactly;
 - every command id is unique, also across restores; every Log's details are JSON;
 - the snapshot round-trips through JSON at every step;
-- nothing outside the table happens (no ``table_violation``), nothing raises;
+- nothing outside the table happens: only the inputs a caller chooses (start, hold) may
+  meet a phase without a row, and then :class:`TableViolation` leaves the job unchanged;
+  every device-driven input (facts, notifications, results, registrations, timers) has a
+  row in every phase, so nothing else raises;
 - a live state other than PENDING always has a deadline (never "in progress" forever);
 - once the install started, no URI write, push or second Execute is sent.
 """
@@ -21,6 +24,7 @@ from hypothesis import strategies as st
 from job_helpers import NEW, T0, TARGET, facts
 
 from fotakit.updates.job import (
+    TRANSITIONS,
     Command,
     Execute,
     Finish,
@@ -29,6 +33,7 @@ from fotakit.updates.job import (
     Log,
     Push,
     ReadFacts,
+    TableViolation,
     UpdateJob,
     WriteUri,
     version_of,
@@ -84,10 +89,19 @@ class Harness:
         job = self.job
         before = job.state
         fed_facts = None
-        if kind == "start":
-            out = job.start(self.now)
-        elif kind == "hold":
-            out = job.hold(self.now + action[1], self.now)
+        if kind in ("start", "hold"):
+            # the caller's own inputs: the shell starts pending jobs only, and holds none
+            # it drives; elsewhere the table refuses them and nothing changes
+            snap = job.snapshot()
+            try:
+                if kind == "start":
+                    out = job.start(self.now)
+                else:
+                    out = job.hold(self.now + action[1], self.now)
+            except TableViolation as exc:
+                assert (exc.phase, exc.input) not in TRANSITIONS
+                assert exc.phase is job.phase and job.snapshot() == snap
+                out = []
         elif kind == "cancel":
             out = job.cancel(self.now)
         elif kind == "timer":

@@ -1,5 +1,6 @@
 """Every row of the UpdateJob transition table, driven once (pure, injected clock), plus
-the rule for pairs that are not in the table: recorded as ignored, nothing changes."""
+the rule for pairs that are not in the table: TableViolation naming phase and input, and
+the job is left unchanged."""
 
 from __future__ import annotations
 
@@ -10,14 +11,18 @@ import pytest
 from job_helpers import (
     NEW,
     OLD,
+    PHASES,
     POSITIONS,
     Driver,
+    at_busy,
     at_cancelling,
     at_delivering,
     at_downloaded,
+    at_downloaded_idle,
     at_installing,
     at_pending,
     at_rebooting,
+    at_resetting,
     at_starting,
     at_waiting,
     facts,
@@ -25,6 +30,8 @@ from job_helpers import (
 )
 
 from fotakit.updates.job import (
+    PHASE_STATE,
+    TERMINAL_PHASES,
     TERMINAL_STATES,
     TRANSITIONS,
     Cancel,
@@ -32,22 +39,25 @@ from fotakit.updates.job import (
     Input,
     JobState,
     Observe,
+    Phase,
     Push,
     ReadFacts,
+    ResetUri,
+    TableViolation,
     WriteUri,
 )
 
-S = JobState
+P = Phase
 I = Input  # noqa: E741
 
 
 @dataclass(frozen=True)
 class Case:
-    state: JobState
+    phase: Phase
     input: Input
     setup: Callable[[], Driver]
     act: Callable[[Driver], object]
-    expect: JobState
+    expect: Phase
     name: str = ""
 
 
@@ -62,147 +72,226 @@ def _starting_facts_already(d: Driver) -> object:
 
 CASES: list[Case] = [
     # PENDING
-    Case(S.PENDING, I.START, at_pending, lambda d: d.start(), S.STARTING),
-    Case(S.PENDING, I.HOLD, at_pending, lambda d: d.hold(30), S.WAITING),
-    Case(S.PENDING, I.CANCEL, at_pending, lambda d: d.cancel(), S.CANCELLED),
-    Case(S.PENDING, I.RESUME, at_pending, lambda d: d.restore(), S.PENDING),
+    Case(P.PENDING, I.START, at_pending, lambda d: d.start(), P.STARTING),
+    Case(P.PENDING, I.HOLD, at_pending, lambda d: d.hold(30), P.WAITING),
+    Case(P.PENDING, I.CANCEL, at_pending, lambda d: d.cancel(), P.CANCELLED),
+    Case(P.PENDING, I.RESUME, at_pending, lambda d: d.restore(), P.PENDING),
     # WAITING (throttled before the start)
-    Case(S.WAITING, I.START, at_waiting, lambda d: d.start(), S.STARTING),
-    Case(S.WAITING, I.TIMER, at_waiting, lambda d: d.timer(), S.STARTING),
-    Case(S.WAITING, I.HOLD, at_waiting, lambda d: d.hold(600), S.WAITING),
-    Case(S.WAITING, I.CANCEL, at_waiting, lambda d: d.cancel(), S.CANCELLED),
-    Case(S.WAITING, I.RESUME, at_waiting, lambda d: d.restore(), S.WAITING),
-    Case(S.WAITING, I.FIRMWARE_STATE, at_waiting, lambda d: d.fw(0, 0), S.WAITING),
-    Case(S.WAITING, I.FACTS, at_waiting, unasked(), S.WAITING),
+    Case(P.WAITING, I.START, at_waiting, lambda d: d.start(), P.STARTING),
+    Case(P.WAITING, I.TIMER, at_waiting, lambda d: d.timer(), P.STARTING),
+    Case(P.WAITING, I.HOLD, at_waiting, lambda d: d.hold(600), P.WAITING),
+    Case(P.WAITING, I.CANCEL, at_waiting, lambda d: d.cancel(), P.CANCELLED),
+    Case(P.WAITING, I.RESUME, at_waiting, lambda d: d.restore(), P.WAITING),
+    Case(P.WAITING, I.FIRMWARE_STATE, at_waiting, lambda d: d.fw(0, 0), P.WAITING),
+    Case(P.WAITING, I.FACTS, at_waiting, unasked(), P.WAITING),
     Case(
-        S.WAITING,
+        P.WAITING,
         I.FACTS,
         lambda: _retrying_after_delivery(at_delivering()),
         unasked(firmware_version=NEW, fw_state=None),
-        S.REBOOTING,
+        P.REBOOTING,
         "on_target_after_delivery",
     ),
-    Case(S.WAITING, I.REGISTERED, at_waiting, lambda d: d.register(), S.WAITING),
-    Case(S.WAITING, I.UPDATED, at_waiting, lambda d: d.register("update"), S.WAITING),
-    # STARTING
-    Case(S.STARTING, I.FACTS, at_starting, lambda d: d.facts(), S.DELIVERING, "idle"),
-    Case(S.STARTING, I.FACTS, at_starting, _starting_facts_already, S.SUCCEEDED, "on_target"),
+    Case(P.WAITING, I.REGISTERED, at_waiting, lambda d: d.register(), P.WAITING),
+    Case(P.WAITING, I.UPDATED, at_waiting, lambda d: d.register("update"), P.WAITING),
     Case(
-        S.STARTING,
+        P.WAITING,
+        I.COMMAND_OK,
+        lambda: _timed_out_delivery(at_delivering()),
+        lambda d: d.ok(WriteUri),
+        P.WAITING,
+    ),
+    Case(
+        P.WAITING,
+        I.COMMAND_FAILED,
+        lambda: _timed_out_delivery(at_delivering()),
+        lambda d: d.fail(WriteUri, "timeout"),
+        P.WAITING,
+    ),
+    # STARTING
+    Case(P.STARTING, I.FACTS, at_starting, lambda d: d.facts(), P.DELIVERING, "idle"),
+    Case(P.STARTING, I.FACTS, at_starting, _starting_facts_already, P.SUCCEEDED, "on_target"),
+    Case(
+        P.STARTING,
         I.FACTS,
         lambda: _after_failed_push(at_starting()),
         lambda d: d.facts(delivery_method=1, fw_state=1),
-        S.STARTING,
+        P.RESETTING,
         "failed_push_leftover",
     ),
-    Case(S.STARTING, I.FIRMWARE_STATE, at_starting, lambda d: d.fw(3, 0), S.STARTING),
-    Case(S.STARTING, I.COMMAND_OK, at_starting, lambda d: d.ok(ReadFacts), S.STARTING),
+    Case(P.STARTING, I.FIRMWARE_STATE, at_starting, lambda d: d.fw(3, 0), P.STARTING),
+    Case(P.STARTING, I.COMMAND_OK, at_starting, lambda d: d.ok(ReadFacts), P.STARTING),
     Case(
-        S.STARTING, I.COMMAND_FAILED, at_starting, lambda d: d.fail(ReadFacts, "timeout"), S.WAITING
+        P.STARTING, I.COMMAND_FAILED, at_starting, lambda d: d.fail(ReadFacts, "timeout"), P.WAITING
     ),
-    Case(S.STARTING, I.TIMER, at_starting, lambda d: d.timer(), S.WAITING),
-    Case(S.STARTING, I.CANCEL, at_starting, lambda d: d.cancel(), S.CANCELLED),
-    Case(S.STARTING, I.HOLD, at_starting, lambda d: d.hold(30), S.WAITING),
-    Case(S.STARTING, I.REGISTERED, at_starting, lambda d: d.register(), S.STARTING),
-    Case(S.STARTING, I.UPDATED, at_starting, lambda d: d.register("update"), S.STARTING),
-    Case(S.STARTING, I.RESUME, at_starting, lambda d: d.restore(), S.STARTING),
+    Case(P.STARTING, I.TIMER, at_starting, lambda d: d.timer(), P.WAITING),
+    Case(P.STARTING, I.CANCEL, at_starting, lambda d: d.cancel(), P.CANCELLED),
+    Case(P.STARTING, I.HOLD, at_starting, lambda d: d.hold(30), P.WAITING),
+    Case(P.STARTING, I.REGISTERED, at_starting, lambda d: d.register(), P.STARTING),
+    Case(P.STARTING, I.UPDATED, at_starting, lambda d: d.register("update"), P.STARTING),
+    Case(P.STARTING, I.RESUME, at_starting, lambda d: d.restore(), P.STARTING),
+    # RESETTING (STARTING)
+    Case(P.RESETTING, I.FACTS, at_resetting, unasked(fw_state=0), P.DELIVERING),
+    Case(P.RESETTING, I.FIRMWARE_STATE, at_resetting, lambda d: d.fw(0, 0), P.DELIVERING),
+    Case(P.RESETTING, I.COMMAND_OK, at_resetting, lambda d: d.ok(ResetUri), P.RESETTING),
+    Case(
+        P.RESETTING,
+        I.COMMAND_FAILED,
+        at_resetting,
+        lambda d: d.fail(ResetUri, "timeout"),
+        P.WAITING,
+    ),
+    Case(P.RESETTING, I.TIMER, at_resetting, lambda d: d.timer(), P.WAITING),
+    Case(P.RESETTING, I.CANCEL, at_resetting, lambda d: d.cancel(), P.CANCELLING),
+    Case(P.RESETTING, I.HOLD, at_resetting, lambda d: d.hold(30), P.WAITING),
+    Case(P.RESETTING, I.REGISTERED, at_resetting, lambda d: d.register(), P.RESETTING),
+    Case(P.RESETTING, I.UPDATED, at_resetting, lambda d: d.register("update"), P.RESETTING),
+    Case(P.RESETTING, I.RESUME, at_resetting, lambda d: d.restore(), P.STARTING),
+    # BUSY (STARTING)
+    Case(P.BUSY, I.FACTS, at_busy, lambda d: d._take(d.job.on_facts(facts(), d.now)), P.DELIVERING),
+    Case(P.BUSY, I.FIRMWARE_STATE, at_busy, lambda d: d.fw(3, 0), P.BUSY),
+    Case(
+        P.BUSY,
+        I.COMMAND_OK,
+        lambda: _with_pending_read(at_busy()),
+        lambda d: d.ok(ReadFacts),
+        P.BUSY,
+    ),
+    Case(
+        P.BUSY,
+        I.COMMAND_FAILED,
+        lambda: _with_pending_read(at_busy()),
+        lambda d: d.fail(ReadFacts, "timeout"),
+        P.WAITING,
+    ),
+    Case(P.BUSY, I.TIMER, at_busy, lambda d: d.timer(), P.FAILED),
+    Case(P.BUSY, I.CANCEL, at_busy, lambda d: d.cancel(), P.CANCELLED),
+    Case(P.BUSY, I.HOLD, at_busy, lambda d: d.hold(30), P.WAITING),
+    Case(P.BUSY, I.REGISTERED, at_busy, lambda d: d.register(), P.BUSY),
+    Case(P.BUSY, I.UPDATED, at_busy, lambda d: d.register("update"), P.BUSY),
+    Case(P.BUSY, I.RESUME, at_busy, lambda d: d.restore(), P.BUSY),
     # DELIVERING
-    Case(S.DELIVERING, I.FIRMWARE_STATE, at_delivering, lambda d: d.fw(2, 0), S.DOWNLOADED),
-    Case(S.DELIVERING, I.FACTS, at_delivering, unasked(fw_state=1), S.DELIVERING),
-    Case(S.DELIVERING, I.COMMAND_OK, at_delivering, lambda d: d.ok(WriteUri), S.DELIVERING),
+    Case(P.DELIVERING, I.FIRMWARE_STATE, at_delivering, lambda d: d.fw(2, 0), P.EXECUTING),
+    Case(P.DELIVERING, I.FACTS, at_delivering, unasked(fw_state=1), P.DELIVERING),
+    Case(P.DELIVERING, I.COMMAND_OK, at_delivering, lambda d: d.ok(WriteUri), P.DELIVERING),
     Case(
-        S.DELIVERING, I.COMMAND_FAILED, at_delivering, lambda d: d.fail(WriteUri, "4.00"), S.FAILED
+        P.DELIVERING, I.COMMAND_FAILED, at_delivering, lambda d: d.fail(WriteUri, "4.00"), P.FAILED
     ),
-    Case(S.DELIVERING, I.TIMER, at_delivering, lambda d: d.timer(), S.WAITING),
-    Case(S.DELIVERING, I.CANCEL, at_delivering, lambda d: d.cancel(), S.CANCELLING),
-    Case(S.DELIVERING, I.REGISTERED, at_delivering, lambda d: d.register(), S.DELIVERING),
-    Case(S.DELIVERING, I.UPDATED, at_delivering, lambda d: d.register("update"), S.DELIVERING),
-    Case(S.DELIVERING, I.RESUME, at_delivering, lambda d: d.restore(), S.DELIVERING),
-    # DOWNLOADED
-    Case(S.DOWNLOADED, I.FIRMWARE_STATE, at_downloaded, lambda d: d.fw(3, 0), S.INSTALLING),
-    Case(S.DOWNLOADED, I.FACTS, at_downloaded, unasked(fw_state=2, fw_result=11), S.WAITING),
-    Case(S.DOWNLOADED, I.COMMAND_OK, at_downloaded, lambda d: d.ok(Execute), S.INSTALLING),
+    Case(P.DELIVERING, I.TIMER, at_delivering, lambda d: d.timer(), P.WAITING),
+    Case(P.DELIVERING, I.CANCEL, at_delivering, lambda d: d.cancel(), P.CANCELLING),
+    Case(P.DELIVERING, I.REGISTERED, at_delivering, lambda d: d.register(), P.DELIVERING),
+    Case(P.DELIVERING, I.UPDATED, at_delivering, lambda d: d.register("update"), P.DELIVERING),
+    Case(P.DELIVERING, I.RESUME, at_delivering, lambda d: d.restore(), P.DELIVERING),
+    # DOWNLOADED (no Execute in flight)
+    Case(P.DOWNLOADED, I.FIRMWARE_STATE, at_downloaded_idle, lambda d: d.fw(2, 0), P.EXECUTING),
+    Case(P.DOWNLOADED, I.FACTS, at_downloaded_idle, lambda d: d.facts(fw_state=3), P.INSTALLING),
     Case(
-        S.DOWNLOADED, I.COMMAND_FAILED, at_downloaded, lambda d: d.fail(Execute, "4.00"), S.FAILED
+        P.DOWNLOADED,
+        I.COMMAND_OK,
+        lambda: _with_pending_observe(at_downloaded_idle()),
+        lambda d: d.ok(Observe),
+        P.DOWNLOADED,
     ),
-    Case(S.DOWNLOADED, I.TIMER, at_downloaded, lambda d: d.timer(), S.WAITING),
-    Case(S.DOWNLOADED, I.CANCEL, at_downloaded, lambda d: d.cancel(), S.CANCELLING),
     Case(
-        S.DOWNLOADED,
+        P.DOWNLOADED,
+        I.COMMAND_FAILED,
+        at_downloaded_idle,
+        lambda d: d.fail(ReadFacts, "timeout"),
+        P.DOWNLOADED,
+    ),
+    Case(P.DOWNLOADED, I.TIMER, at_downloaded_idle, lambda d: d.timer(), P.WAITING),
+    Case(P.DOWNLOADED, I.CANCEL, at_downloaded_idle, lambda d: d.cancel(), P.CANCELLING),
+    Case(
+        P.DOWNLOADED,
         I.REGISTERED,
-        lambda: _execute_refused(at_downloaded()),
+        at_downloaded_idle,
         lambda d: d.register(),
-        S.DOWNLOADED,
+        P.DOWNLOADED,
         "execute_refused",
     ),
     Case(
-        S.DOWNLOADED,
+        P.DOWNLOADED,
+        I.UPDATED,
+        at_downloaded_idle,
+        lambda d: d.register("update"),
+        P.DOWNLOADED,
+    ),
+    Case(P.DOWNLOADED, I.RESUME, at_downloaded_idle, lambda d: d.restore(), P.DOWNLOADED),
+    # EXECUTING (DOWNLOADED, Execute sent)
+    Case(P.EXECUTING, I.FIRMWARE_STATE, at_downloaded, lambda d: d.fw(3, 0), P.INSTALLING),
+    Case(P.EXECUTING, I.FACTS, at_downloaded, unasked(fw_state=2, fw_result=11), P.WAITING),
+    Case(P.EXECUTING, I.COMMAND_OK, at_downloaded, lambda d: d.ok(Execute), P.INSTALLING),
+    Case(P.EXECUTING, I.COMMAND_FAILED, at_downloaded, lambda d: d.fail(Execute, "4.00"), P.FAILED),
+    Case(P.EXECUTING, I.TIMER, at_downloaded, lambda d: d.timer(), P.WAITING),
+    Case(P.EXECUTING, I.CANCEL, at_downloaded, lambda d: d.cancel(), P.CANCELLING),
+    Case(
+        P.EXECUTING,
         I.REGISTERED,
         at_downloaded,
         lambda d: d.register(),
-        S.REBOOTING,
+        P.REBOOTING,
         "execute_unanswered",
     ),
-    Case(S.DOWNLOADED, I.UPDATED, at_downloaded, lambda d: d.register("update"), S.DOWNLOADED),
-    Case(S.DOWNLOADED, I.RESUME, at_downloaded, lambda d: d.restore(), S.DOWNLOADED),
+    Case(P.EXECUTING, I.UPDATED, at_downloaded, lambda d: d.register("update"), P.EXECUTING),
+    Case(P.EXECUTING, I.RESUME, at_downloaded, lambda d: d.restore(), P.DOWNLOADED),
     # INSTALLING
-    Case(S.INSTALLING, I.FIRMWARE_STATE, at_installing, lambda d: d.fw(0, 1), S.REBOOTING),
-    Case(S.INSTALLING, I.FACTS, at_installing, unasked(fw_state=2, fw_result=8), S.FAILED),
-    Case(S.INSTALLING, I.COMMAND_OK, at_installing, lambda d: d.ok(Observe), S.INSTALLING),
+    Case(P.INSTALLING, I.FIRMWARE_STATE, at_installing, lambda d: d.fw(0, 1), P.REBOOTING),
+    Case(P.INSTALLING, I.FACTS, at_installing, unasked(fw_state=2, fw_result=8), P.FAILED),
+    Case(P.INSTALLING, I.COMMAND_OK, at_installing, lambda d: d.ok(Observe), P.INSTALLING),
     Case(
-        S.INSTALLING,
+        P.INSTALLING,
         I.COMMAND_FAILED,
         lambda: _with_pending_read(at_installing()),
         lambda d: d.fail(ReadFacts, "timeout"),
-        S.INSTALLING,
+        P.INSTALLING,
     ),
-    Case(S.INSTALLING, I.TIMER, at_installing, lambda d: d.timer(), S.TIMED_OUT),
-    Case(S.INSTALLING, I.CANCEL, at_installing, lambda d: d.cancel(), S.INSTALLING),
-    Case(S.INSTALLING, I.REGISTERED, at_installing, lambda d: d.register(), S.REBOOTING),
-    Case(S.INSTALLING, I.UPDATED, at_installing, lambda d: d.register("update"), S.INSTALLING),
-    Case(S.INSTALLING, I.RESUME, at_installing, lambda d: d.restore(), S.INSTALLING),
+    Case(P.INSTALLING, I.TIMER, at_installing, lambda d: d.timer(), P.TIMED_OUT),
+    Case(P.INSTALLING, I.CANCEL, at_installing, lambda d: d.cancel(), P.INSTALLING),
+    Case(P.INSTALLING, I.REGISTERED, at_installing, lambda d: d.register(), P.REBOOTING),
+    Case(P.INSTALLING, I.UPDATED, at_installing, lambda d: d.register("update"), P.INSTALLING),
+    Case(P.INSTALLING, I.RESUME, at_installing, lambda d: d.restore(), P.INSTALLING),
     # REBOOTING
-    Case(S.REBOOTING, I.FIRMWARE_STATE, at_rebooting, lambda d: d.fw(0, 1), S.REBOOTING),
+    Case(P.REBOOTING, I.FIRMWARE_STATE, at_rebooting, lambda d: d.fw(0, 1), P.REBOOTING),
     Case(
-        S.REBOOTING,
+        P.REBOOTING,
         I.FACTS,
         at_rebooting,
         lambda d: d.facts(firmware_version=NEW, fw_result=1),
-        S.SUCCEEDED,
+        P.SUCCEEDED,
     ),
     Case(
-        S.REBOOTING,
+        P.REBOOTING,
         I.FACTS,
         at_rebooting,
         lambda d: d.facts(firmware_version=None, pkg_version=NEW),
-        S.REBOOTING,
+        P.REBOOTING,
         "3_0_3_missed",
     ),
-    Case(S.REBOOTING, I.COMMAND_OK, at_rebooting, lambda d: d.ok(ReadFacts), S.REBOOTING),
+    Case(P.REBOOTING, I.COMMAND_OK, at_rebooting, lambda d: d.ok(ReadFacts), P.REBOOTING),
     Case(
-        S.REBOOTING,
+        P.REBOOTING,
         I.COMMAND_FAILED,
         at_rebooting,
         lambda d: d.fail(ReadFacts, "timeout"),
-        S.REBOOTING,
+        P.REBOOTING,
     ),
-    Case(S.REBOOTING, I.TIMER, at_rebooting, lambda d: d.timer(), S.TIMED_OUT),
-    Case(S.REBOOTING, I.CANCEL, at_rebooting, lambda d: d.cancel(), S.REBOOTING),
-    Case(S.REBOOTING, I.REGISTERED, at_rebooting, lambda d: d.register(), S.REBOOTING),
-    Case(S.REBOOTING, I.UPDATED, at_rebooting, lambda d: d.register("update"), S.REBOOTING),
-    Case(S.REBOOTING, I.RESUME, at_rebooting, lambda d: d.restore(), S.REBOOTING),
+    Case(P.REBOOTING, I.TIMER, at_rebooting, lambda d: d.timer(), P.TIMED_OUT),
+    Case(P.REBOOTING, I.CANCEL, at_rebooting, lambda d: d.cancel(), P.REBOOTING),
+    Case(P.REBOOTING, I.REGISTERED, at_rebooting, lambda d: d.register(), P.REBOOTING),
+    Case(P.REBOOTING, I.UPDATED, at_rebooting, lambda d: d.register("update"), P.REBOOTING),
+    Case(P.REBOOTING, I.RESUME, at_rebooting, lambda d: d.restore(), P.REBOOTING),
     # CANCELLING
-    Case(S.CANCELLING, I.FIRMWARE_STATE, at_cancelling, lambda d: d.fw(0, 10), S.CANCELLED),
-    Case(S.CANCELLING, I.FACTS, at_cancelling, unasked(fw_state=3), S.INSTALLING),
-    Case(S.CANCELLING, I.COMMAND_OK, at_cancelling, lambda d: d.ok(Cancel), S.CANCELLING),
+    Case(P.CANCELLING, I.FIRMWARE_STATE, at_cancelling, lambda d: d.fw(0, 10), P.CANCELLED),
+    Case(P.CANCELLING, I.FACTS, at_cancelling, unasked(fw_state=3), P.INSTALLING),
+    Case(P.CANCELLING, I.COMMAND_OK, at_cancelling, lambda d: d.ok(Cancel), P.CANCELLING),
     Case(
-        S.CANCELLING, I.COMMAND_FAILED, at_cancelling, lambda d: d.fail(Cancel, "5.00"), S.CANCELLED
+        P.CANCELLING, I.COMMAND_FAILED, at_cancelling, lambda d: d.fail(Cancel, "5.00"), P.CANCELLED
     ),
-    Case(S.CANCELLING, I.TIMER, at_cancelling, lambda d: d.timer(), S.CANCELLED),
-    Case(S.CANCELLING, I.CANCEL, at_cancelling, lambda d: d.cancel(), S.CANCELLING),
-    Case(S.CANCELLING, I.REGISTERED, at_cancelling, lambda d: d.register(), S.CANCELLING),
-    Case(S.CANCELLING, I.UPDATED, at_cancelling, lambda d: d.register("update"), S.CANCELLING),
-    Case(S.CANCELLING, I.RESUME, at_cancelling, lambda d: d.restore(), S.CANCELLING),
+    Case(P.CANCELLING, I.TIMER, at_cancelling, lambda d: d.timer(), P.CANCELLED),
+    Case(P.CANCELLING, I.CANCEL, at_cancelling, lambda d: d.cancel(), P.CANCELLING),
+    Case(P.CANCELLING, I.REGISTERED, at_cancelling, lambda d: d.register(), P.CANCELLING),
+    Case(P.CANCELLING, I.UPDATED, at_cancelling, lambda d: d.register("update"), P.CANCELLING),
+    Case(P.CANCELLING, I.RESUME, at_cancelling, lambda d: d.restore(), P.CANCELLING),
 ]
 
 
@@ -212,8 +301,13 @@ def _retrying_after_delivery(d: Driver) -> Driver:
     return d
 
 
-def _execute_refused(d: Driver) -> Driver:
-    d.fail(Execute, "4.05")  # the device answered: no install started
+def _timed_out_delivery(d: Driver) -> Driver:
+    d.timer()  # the DELIVERING deadline with the Write still unanswered: retry later
+    return d
+
+
+def _with_pending_observe(d: Driver) -> Driver:
+    d.register()  # a new registration: re-observe, read
     return d
 
 
@@ -230,55 +324,117 @@ def _with_pending_read(d: Driver) -> Driver:
 
 
 def _id(case: Case) -> str:
-    return f"{case.state}-{case.input}" + (f"-{case.name}" if case.name else "")
+    return f"{case.phase}-{case.input}" + (f"-{case.name}" if case.name else "")
+
+
+def _no_violation(d: Driver) -> None:
+    assert not logs(d.commands, "table_violation")
+    assert not logs(d.commands, "error")
+    assert not logs(d.commands, "input_ignored")
 
 
 @pytest.mark.parametrize("case", CASES, ids=_id)
 def test_transition_table_row(case: Case) -> None:
     d = case.setup()
-    assert d.state is case.state
+    assert d.job.phase is case.phase
     case.act(d)
-    assert d.state is case.expect
-    assert case.expect in TRANSITIONS[(case.state, case.input)]
-    assert not logs(d.commands, "table_violation")
-    ignored = logs(d.last, "input_ignored")
-    assert not ignored, ignored
+    assert d.job.phase is case.expect
+    assert d.state is PHASE_STATE[case.expect]
+    assert case.expect in TRANSITIONS[(case.phase, case.input)].to
+    _no_violation(d)
+
+
+#: Rows whose handler only records why the input means nothing in the phase.
+IGNORING = {
+    (P.PENDING, I.FIRMWARE_STATE): lambda d: d.fw(2, 0),
+    (P.PENDING, I.FACTS): unasked(),
+    (P.PENDING, I.REGISTERED): lambda d: d.register(),
+    (P.PENDING, I.UPDATED): lambda d: d.register("update"),
+    (P.PENDING, I.TIMER): lambda d: d._take(d.job.on_timer(d.now)),
+    (P.CANCELLING, I.CANCEL): lambda d: d.cancel(),
+}
+
+
+@pytest.mark.parametrize("key", list(IGNORING), ids=lambda k: f"{k[0]}-{k[1]}")
+def test_ignoring_row_records_why_and_changes_nothing(key: tuple[Phase, Input]) -> None:
+    d = PHASES[key[0]]()
+    before = d.job.snapshot()
+    IGNORING[key](d)
+    ignored = logs(d.last, "ignored")
+    assert len(ignored) == 1 and ignored[0].details["why"]
+    after = d.job.snapshot()
+    assert {k: v for k, v in after.items() if k != "counter"} == {
+        k: v for k, v in before.items() if k != "counter"
+    }
+
+
+@pytest.mark.parametrize("phase", list(PHASES), ids=str)
+def test_stale_result_is_an_explicit_row_in_every_live_phase(phase: Phase) -> None:
+    d = PHASES[phase]()
+    before = d.job.snapshot()
+    d._take(d.job.on_command_result("job-1:9999", False, "timeout", d.now))
+    assert logs(d.last, "ignored")
+    assert d.job.snapshot()["phase"] == before["phase"]
+    assert d.job.snapshot()["deadline"] == before["deadline"]
 
 
 def test_every_table_row_has_a_case() -> None:
-    covered = {(c.state, c.input) for c in CASES}
+    covered = {(c.phase, c.input) for c in CASES} | set(IGNORING)
+    covered |= {(p, I.STALE_RESULT) for p in PHASES}
+    covered |= {(p, i) for p in TERMINAL_PHASES for i in Input}
     assert covered == set(TRANSITIONS)
 
 
-def test_terminal_states_have_no_rows() -> None:
-    assert not {s for s, _ in TRANSITIONS} & TERMINAL_STATES
+def test_terminal_phases_have_only_ignoring_rows() -> None:
+    assert {p.state for p in TERMINAL_PHASES} == TERMINAL_STATES
     assert set(POSITIONS) == set(JobState) - TERMINAL_STATES
+    for phase in TERMINAL_PHASES:
+        for input_ in Input:
+            assert TRANSITIONS[(phase, input_)].to == {phase}
+
+
+def test_every_phase_maps_to_a_public_state() -> None:
+    assert set(PHASE_STATE) == set(Phase)
+    assert set(PHASE_STATE.values()) == set(JobState)
 
 
 @pytest.mark.parametrize(
-    ("setup", "act", "input_"),
+    ("setup", "act", "phase", "input_"),
     [
-        (at_pending, lambda d: d.fw(2, 0), Input.FIRMWARE_STATE),
-        (at_pending, lambda d: d._take(d.job.on_timer(d.now)), Input.TIMER),
-        (at_delivering, lambda d: d.hold(10), Input.HOLD),
-        (at_installing, lambda d: d.start(), Input.START),
+        (at_delivering, lambda d: d.hold(10), P.DELIVERING, I.HOLD),
+        (at_installing, lambda d: d.start(), P.INSTALLING, I.START),
+        (at_downloaded, lambda d: d.start(), P.EXECUTING, I.START),
+        (at_rebooting, lambda d: d.hold(10), P.REBOOTING, I.HOLD),
     ],
-    ids=["pending-fw", "pending-timer", "delivering-hold", "installing-start"],
+    ids=["delivering-hold", "installing-start", "executing-start", "rebooting-hold"],
 )
-def test_input_not_in_table_is_logged_as_ignored_and_changes_nothing(
-    setup: Callable[[], Driver], act: Callable[[Driver], object], input_: Input
+def test_input_not_in_table_raises_naming_phase_and_input_and_changes_nothing(
+    setup: Callable[[], Driver], act: Callable[[Driver], object], phase: Phase, input_: Input
 ) -> None:
     d = setup()
     before = d.job.snapshot()
-    act(d)
-    ignored = logs(d.last, "input_ignored")
-    assert len(ignored) == 1
-    assert ignored[0].details["state"] == str(before["state"])
-    assert ignored[0].details["input"] == str(input_)
-    after = d.job.snapshot()
-    assert after["state"] == before["state"]
-    assert after["attempts"] == before["attempts"]
-    assert after["deadline"] == before["deadline"]
+    with pytest.raises(TableViolation) as err:
+        act(d)
+    assert (err.value.phase, err.value.input) == (phase, input_)
+    assert str(phase) in str(err.value) and str(input_) in str(err.value)
+    assert d.job.snapshot() == before
+    assert d.job.on_timer(d.now) is not None  # still usable: nothing half-done is left
+
+
+def test_handler_leading_outside_its_row_raises_and_restores_the_job(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from fotakit.updates import job as job_module
+
+    d = at_delivering()
+    before = d.job.snapshot()
+    row = TRANSITIONS[(P.DELIVERING, I.CANCEL)]
+    narrowed = job_module.Row(row.handler, frozenset({P.DELIVERING}))
+    monkeypatch.setitem(job_module.TRANSITIONS, (P.DELIVERING, I.CANCEL), narrowed)
+    with pytest.raises(TableViolation) as err:
+        d.cancel()
+    assert err.value.to is P.CANCELLING
+    assert d.job.snapshot() == before
 
 
 @pytest.mark.parametrize("final", ["succeeded", "failed", "cancelled", "timed_out"])

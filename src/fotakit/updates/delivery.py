@@ -6,7 +6,7 @@ the RTT the server observed) and what the repository offers for the package (CoA
 HTTP URIs of the signed package and of the bare payload, and their sizes). Nothing here
 does I/O; :func:`choose_delivery` returns a :class:`DeliveryPlan` the job acts on.
 
-Rules (``lwm2m-reference.md`` §3, ``anchors-lwm2m-stacks.md`` §4-5):
+Rules (OMA LwM2M TS Core 1.2 Appendix E.6 and the Object 5 registry ``5.xml``):
 
 - /5/0/8 lists the pull protocols; an empty or unreadable list means CoAP only ("CoAP is
   the default setting"), values we do not know are ignored ("MUST be ignored"), and the
@@ -17,8 +17,14 @@ Rules (``lwm2m-reference.md`` §3, ``anchors-lwm2m-stacks.md`` §4-5):
   push is chosen for a device doing both only when its link is good enough.
 - Push needs a good link (:func:`link_good_for_push`): a push-only device on a poor link
   is told to wait (:attr:`Choice.WAIT`), never pushed into a sure timeout.
-- The URI scheme: ``coap`` first, ``http`` when CoAP is not supported; a URI longer than
-  the 255 bytes Package URI /5/0/1 holds is never written.
+- The URI scheme: the first of ``DeliveryPolicy.protocol_order`` (default ``coap``,
+  ``coaps``, ``http``, ``https``) that the repository offers a URI for *and* the device
+  lists in /5/0/8; schemes in ``exclude`` (tried and refused by this device, see
+  ``docs/operator-guide.md`` "protocol fallback") are skipped. The plan records the scheme
+  it chose (:attr:`DeliveryPlan.protocol`). A URI longer than the 255 bytes Package URI
+  /5/0/1 holds is never written.
+- ``DeliveryPolicy.allow_push=False`` never pushes: a push-only device then has no
+  delivery method (``no_delivery_method``, the reason names the setting).
 - The form: the signed package (fotakit agents verify it) or, for device classes that
   expect their own image format (``JobTarget.bare_payload``), the bare payload.
 """
@@ -175,13 +181,23 @@ class JobTarget:
             return self.payload_size
         return self.size
 
+    def offered_uris(self) -> dict[str, str]:
+        """The URIs of this device's form by scheme (``coap``, ``coaps``, ``http``,
+        ``https``: the base URIs of the repository decide which are offered)."""
+        uris = (
+            (self.uri_coap_payload, self.uri_http_payload)
+            if self.bare_payload
+            else (self.uri_coap, self.uri_http)
+        )
+        out: dict[str, str] = {}
+        for uri in uris:
+            if uri is not None and "://" in uri:
+                out.setdefault(uri.split("://", 1)[0].lower(), uri)
+        return out
+
     def uri_for(self, protocol: UpdateProtocol) -> str | None:
         """The URI of this device's form for a pull protocol (None if not offered)."""
-        if protocol is UpdateProtocol.COAP:
-            return self.uri_coap_payload if self.bare_payload else self.uri_coap
-        if protocol is UpdateProtocol.HTTP:
-            return self.uri_http_payload if self.bare_payload else self.uri_http
-        return None
+        return self.offered_uris().get(protocol.scheme)
 
     def to_json(self) -> dict[str, Any]:
         return {name: getattr(self, name) for name in _TARGET_FIELDS}
@@ -227,6 +243,11 @@ class DeliveryPolicy:
     """No transfer timeout is shorter than this."""
     link_rate_bps: float | None = None
     """Assumed link rate in bytes/s, added as ``size / rate`` (None: RTT-bound only)."""
+    protocol_order: tuple[str, ...] = ("coap", "coaps", "http", "https")
+    """Pull URI schemes in order of preference; only schemes the repository offers a URI
+    for and the device lists in /5/0/8 are used."""
+    allow_push: bool = True
+    """False: never push /5/0/0 (a push-only device fails ``no_delivery_method``)."""
 
 
 class Choice(enum.StrEnum):
@@ -256,12 +277,15 @@ class DeliveryPlan:
     timeout_s: float = 0.0
     """How long the transfer may take (:func:`transfer_timeout`)."""
     failure: FailureReason | None = None
+    protocol: str | None = None
+    """The URI scheme pulled over (PULL), e.g. ``"coap"``; None otherwise."""
 
     def to_json(self) -> dict[str, Any]:
         return {
             "choice": str(self.choice),
             "reason": self.reason,
             "uri": self.uri,
+            "protocol": self.protocol,
             "form": self.form,
             "size": self.size,
             "timeout_s": self.timeout_s,
@@ -377,44 +401,64 @@ def _delivery_method(facts: DeviceFacts) -> DeliveryMethod:
         return DeliveryMethod.PULL_ONLY
 
 
-def _pull_uri(facts: DeviceFacts, target: JobTarget) -> tuple[str | None, str]:
-    """The URI to write, or None and why there is none."""
+def _pull_uri(
+    facts: DeviceFacts, target: JobTarget, policy: DeliveryPolicy, exclude: frozenset[str]
+) -> tuple[str | None, str | None, str]:
+    """The URI to write and its scheme, or None and why there is none."""
     protocols = supported_protocols(facts)
+    offered = target.offered_uris()
     too_long: list[str] = []
-    offered = False
-    for protocol in (UpdateProtocol.COAP, UpdateProtocol.HTTP):  # coap preferred
-        uri = target.uri_for(protocol)
-        if uri is None:
+    skipped: list[str] = []
+    for scheme in policy.protocol_order:
+        uri = offered.get(scheme)
+        protocol = UpdateProtocol.from_scheme(scheme)
+        if uri is None or protocol is None or protocol not in protocols:
             continue
-        offered = True
-        if protocol not in protocols:
+        if scheme in exclude:
+            skipped.append(scheme)
             continue
         if len(uri.encode("utf-8")) > MAX_URI_BYTES:
-            too_long.append(protocol.scheme)
+            too_long.append(scheme)
             continue
-        return uri, f"{protocol.scheme} is supported (/5/0/8)"
+        return uri, scheme, f"{scheme} is supported (/5/0/8)"
     if too_long:
-        return None, f"URI longer than {MAX_URI_BYTES} bytes ({', '.join(too_long)})"
+        return None, None, f"URI longer than {MAX_URI_BYTES} bytes ({', '.join(too_long)})"
     if not offered:
-        return None, f"the repository offers no URI for the {target.form} form"
+        return None, None, f"the repository offers no URI for the {target.form} form"
+    if skipped:
+        return None, None, f"{', '.join(skipped)} already refused by the device"
     names = ", ".join(sorted(p.scheme for p in protocols))
-    return None, f"no offered scheme among the supported ones ({names})"
+    return None, None, f"no offered scheme among the supported ones ({names})"
 
 
-def choose_delivery(facts: DeviceFacts, target: JobTarget, policy: DeliveryPolicy) -> DeliveryPlan:
-    """Pull or push, with the URI and the transfer timeout (see the module docstring)."""
+def choose_delivery(
+    facts: DeviceFacts,
+    target: JobTarget,
+    policy: DeliveryPolicy,
+    *,
+    exclude: frozenset[str] = frozenset(),
+) -> DeliveryPlan:
+    """Pull or push, with the URI and the transfer timeout (see the module docstring).
+    ``exclude``: URI schemes not to pull over (the device refused them)."""
     method = _delivery_method(facts)
     size = target.delivered_size
     timeout = policy_transfer_timeout(size, facts.rtt_s, policy)
     form = target.form
     can_pull = method is not DeliveryMethod.PUSH_ONLY
-    can_push = method is not DeliveryMethod.PULL_ONLY
-    uri, uri_why = _pull_uri(facts, target) if can_pull else (None, "device does not pull")
+    device_pushes = method is not DeliveryMethod.PULL_ONLY
+    can_push = device_pushes and policy.allow_push
+    uri, scheme, uri_why = (
+        _pull_uri(facts, target, policy, exclude)
+        if can_pull
+        else (None, None, "device does not pull")
+    )
     push_size_ok = policy.push_max_bytes is None or size <= policy.push_max_bytes
     link_ok, link_why = link_good_for_push(facts.radio, policy)
 
     def pull(why: str) -> DeliveryPlan:
-        return DeliveryPlan(Choice.PULL, why, uri=uri, form=form, size=size, timeout_s=timeout)
+        return DeliveryPlan(
+            Choice.PULL, why, uri=uri, form=form, size=size, timeout_s=timeout, protocol=scheme
+        )
 
     def push(why: str) -> DeliveryPlan:
         return DeliveryPlan(Choice.PUSH, why, form=form, size=size, timeout_s=timeout)
@@ -448,9 +492,10 @@ def choose_delivery(facts: DeviceFacts, target: JobTarget, policy: DeliveryPolic
         if uri_why.startswith("URI longer")
         else FailureReason.NO_DELIVERY_METHOD
     )
-    return DeliveryPlan(
-        Choice.NONE, f"cannot pull: {uri_why}", form=form, size=size, failure=failure
-    )
+    why = f"cannot pull: {uri_why}"
+    if device_pushes and not policy.allow_push:
+        why += "; push not allowed (allow_push=False)"
+    return DeliveryPlan(Choice.NONE, why, form=form, size=size, failure=failure)
 
 
 __all__ = [

@@ -218,7 +218,7 @@ class JobDriver:
         """A device that registered anew after the job's last change, while no process
         was watching (this one was down): tell the job, which judges the version."""
         reg = self.io.server.get(active.endpoint)
-        if reg is None or str(active.job.state) not in ("downloaded", "installing", "rebooting"):
+        if reg is None or active.job.state not in _AFTER_DOWNLOAD:
             return
         at = reg.registered_at
         if at.tzinfo is None:  # a naive value read back from the database is UTC
@@ -290,6 +290,12 @@ class JobDriver:
             now = self.clock()
             try:
                 commands = list(step(active.job, now))
+            except jobs.TableViolation as exc:
+                # a bug: the job refused the input and is unchanged; record it, go on
+                log.error("job %s: %s (input %s)", active.job_id, exc, what)
+                details = {"phase": str(exc.phase), "input": str(exc.input), "error": str(exc)}
+                await self._log(active, "table_violation", details)
+                return
             except Exception:
                 log.exception("job %s failed on input %s", active.job_id, what)
                 return
@@ -392,7 +398,7 @@ class JobDriver:
         now = time.monotonic()
         for active in list(self.active.values()):
             if (
-                str(active.job.state) in _MOVING
+                active.job.state in jobs.MOVING_STATES
                 and not active.inflight
                 and not active.polling
                 and now - active.last_input >= self.poll_s
@@ -506,7 +512,7 @@ class JobDriver:
         try:
             reg = self.io.server.get(active.endpoint)
             if (
-                str(active.job.state) == "rebooting"
+                active.job.state is jobs.JobState.REBOOTING
                 and reg is not None
                 and active.executed_in is not None
                 and reg.registration_id != active.executed_in
@@ -599,8 +605,10 @@ class JobDriver:
         task.add_done_callback(self._detached.discard)
 
 
-_MOVING = frozenset({"delivering", "downloaded", "installing", "rebooting", "cancelling"})
-"""Job states in which the device should report changes by itself."""
+_AFTER_DOWNLOAD = frozenset(
+    {jobs.JobState.DOWNLOADED, jobs.JobState.INSTALLING, jobs.JobState.REBOOTING}
+)
+"""Job states in which a Register may be the reboot into the new image."""
 
 
 def _fw_step(state: int, result: int) -> Callable[[jobs.UpdateJob, float], list[jobs.Command]]:

@@ -3,28 +3,51 @@
 Theory of operation
 -------------------
 An :class:`UpdateJob` takes one device from its current firmware to ``target.version``
-through Object 5 (TS Core 1.2 Appendix E.6; ``lwm2m-reference.md`` §2). It never does
+through Object 5 (OMA LwM2M TS Core 1.2 Appendix E.6, object ``5.xml``). It never does
 I/O: every input method (:meth:`~UpdateJob.start`, :meth:`~UpdateJob.on_facts`,
 :meth:`~UpdateJob.on_firmware_state`, :meth:`~UpdateJob.on_registered`,
 :meth:`~UpdateJob.on_command_result`, :meth:`~UpdateJob.on_timer`,
 :meth:`~UpdateJob.cancel`, :meth:`~UpdateJob.hold`, :meth:`~UpdateJob.resume`) takes the
 time ``now`` (epoch seconds) from the caller and returns the list of :class:`Command` s the
-I/O shell (``fotakit.updates.engine``) carries out, in order. Every command has a unique
-``command_id``; operations on the device are answered with
+I/O shell (``fotakit.updates.engine_jobs``) carries out, in order. Every command has a
+unique ``command_id``; operations on the device are answered with
 :meth:`~UpdateJob.on_command_result` (reads may also answer with
 :meth:`~UpdateJob.on_facts`).
 
-:data:`TRANSITIONS` is the whole machine: for each (:class:`JobState`, :class:`Input`)
-pair it names the states the input may lead to. A pair that is not in the table is not
-an error of the caller: the input is recorded as ignored (a :class:`Log` naming state
-and input) and nothing changes, so a late notification or a stale command result can
-never crash the engine. Everything that affects the job's state lives in this file.
+The job is a transition table, shaped like the device side's Object 5 machine
+(:mod:`fotakit.agent.fsm`). Its rows are keyed by (:class:`Phase`, :class:`Input`); a
+:class:`Phase` is a :class:`JobState` (the public, persisted name) or a finer step inside
+one (:data:`PHASE_STATE` maps each phase to its state)::
+
+    phase       state        what the job waits for
+    pending     pending      start
+    waiting     waiting      its timer (throttle, retry backoff, window, link, deferral)
+    starting    starting     the read of /5/0, /3/0/3, /4/0
+    resetting   starting     the answer to an empty /5/0/1 (reset) and the re-read
+    busy        starting     Object 5 Updating with someone else's update: Idle, or the
+                             one deadline counted from when that was first seen
+    delivering  delivering   Downloading -> Downloaded (Package URI written or push)
+    downloaded  downloaded   the decision to Execute (window, /5/0/14, a re-read)
+    executing   downloaded   the answer to Execute /5/0/2
+    installing  installing   State Updating to end (Idle, or Downloaded + Result 8/11)
+    rebooting   rebooting    the re-registration and the version that proves success
+    cancelling  cancelling   Idle after Cancel /5/0/10 or an empty /5/0/1
+
+:data:`TRANSITIONS` maps each (phase, input) pair to a :class:`Row`: the handler that
+decides, and the phases it may lead to. A pair that is not in the table, or a handler that
+leads elsewhere than its row allows, raises :class:`TableViolation` naming phase and input,
+and the job is left exactly as it was (the shell logs it; tests fail on it). Inputs that
+are legitimately meaningless in a phase — a notification before the start, a result of a
+command the job no longer waits for (:attr:`Input.STALE_RESULT`), anything after the end —
+have explicit rows whose handler records why they are ignored. Everything that affects the
+job's state lives in this file.
 
 The path of a job::
 
     PENDING -start-> STARTING (read /5/0, /3/0/3, /4/0)
         -> SUCCEEDED at once if /3/0/3 already equals the target (exact string equality)
-        -> reset first (empty Package URI) when Object 5 is not Idle
+        -> reset first (empty Package URI) when Object 5 is not Idle      [resetting]
+        -> wait for someone else's update (one deadline), then FAILED device_busy [busy]
         -> DELIVERING (Write /5/0/1, or push /5/0/0)   [WAITING: window, poor link, retry]
         -> DOWNLOADED (Execute /5/0/2, or /5/0/14 installs by itself) [WAITING: deferred]
         -> INSTALLING (State Updating) -> REBOOTING (the device re-registers)
@@ -36,8 +59,9 @@ Rules the handlers encode:
 
 - /5/0/3 and /5/0/5 arrive by observation *and* by the read the shell does on every
   Register and Update (observations die with a reboot; pmin coalesces fast changes);
-  both go through the same handler, so a change lost to pmin is recovered by the read.
-- Every non-terminal state except WAITING has a deadline (:class:`JobPolicy`); past it
+  facts carrying /5/0/3 and /5/0/5 go through the row of the firmware-state input, so a
+  change lost to pmin is recovered by the read.
+- Every non-terminal phase except WAITING has a deadline (:class:`JobPolicy`); past it
   the job retries (before the install was started) or ends TIMED_OUT. The DELIVERING
   deadline is at least the transfer time sized from package size and RTT
   (:func:`fotakit.updates.delivery.transfer_timeout`), never a fixed 2 minutes.
@@ -53,24 +77,40 @@ Rules the handlers encode:
   second delivery.
 - A Register while DOWNLOADED after an Execute was sent and not refused (its answer may
   be lost in the reboot) is the reboot into the new image, as in INSTALLING.
+- Update Result 11 (Deferred, object 1.1) with State Downloaded, seen while DOWNLOADED or
+  after Execute was accepted (INSTALLING): WAITING ``deferred``, Execute again after
+  ``policy.defer_retry_s``, bounded by /5/0/13 Maximum Defer Period and
+  ``policy.max_deferrals``.
+- Object 5 not Idle at the start: reset (empty Package URI), re-read; a device still
+  Downloading/Downloaded after ``policy.max_resets`` acknowledged resets ends FAILED
+  ``object5_stuck``. Object 5 Updating with someone else's update: ONE deadline
+  (``updating_timeout_s``) from when it was first seen, then FAILED ``device_busy``.
 - A failed (or out-of-time) push leaves a partial image nobody will complete: a device
   found Downloading/Downloaded by the retry is reset (empty Package URI), never waited for.
+- Protocol fallback: Update Result 9 (unsupported protocol) while delivering, or
+  ``connection_lost`` twice over the same scheme, delivers again over the next scheme of
+  ``policy.protocol_order`` that /5/0/8 lists and the repository offers (event
+  ``protocol_fallback``; Result 9 does not count as an attempt); without one the failure
+  stands.
 - A version read after the reboot that missed /3/0/3 is repeated on the job's own
   (``policy.version_rereads`` times, then ``version_unknown``), not left to the next Update.
 - Cancel: before anything reached the device -> CANCELLED at once; while delivering or
   downloaded -> CANCELLING (Execute /5/0/10 on 1.1+ clients, else an empty Package URI),
   CANCELLED when Idle is seen or the cancel deadline passes; while installing or
   rebooting the cancel is rejected (the spec answers 4.05) and the job goes on.
+- Every terminal failure carries :attr:`UpdateJob.detail`, a sentence, when the job knows
+  more than the reason code (what it saw, which setting decides).
 - :meth:`UpdateJob.snapshot` is JSON-able; a job built from it and then
   :meth:`~UpdateJob.resume` d re-reads the device instead of repeating the last
   operation (a job restored in DELIVERING reads /5/0/3 rather than rewriting the URI).
+  Snapshots written before phases existed (no ``"phase"`` key) are read too.
 """
 
 from __future__ import annotations
 
 import enum
 import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, Final, Literal
 
@@ -103,6 +143,9 @@ registered anew before answering, see :meth:`fotakit.updates.engine_io.DeviceIO.
 
 
 class JobState(enum.StrEnum):
+    """The public state of a job: stored, shown by the REST API, CLI and dashboard.
+    The one definition of these names (with :data:`TERMINAL_STATES`)."""
+
     PENDING = "pending"
     """Created, not started."""
     WAITING = "waiting"
@@ -134,6 +177,55 @@ TERMINAL_STATES: Final = frozenset(
 TERMINAL: Final = TERMINAL_STATES
 """Alias of :data:`TERMINAL_STATES`."""
 
+MOVING_STATES: Final = frozenset(
+    {
+        JobState.DELIVERING,
+        JobState.DOWNLOADED,
+        JobState.INSTALLING,
+        JobState.REBOOTING,
+        JobState.CANCELLING,
+    }
+)
+"""States in which the device should report changes by itself (the shell polls a job
+that heard nothing for a while in these)."""
+
+
+class Phase(enum.StrEnum):
+    """The rows of :data:`TRANSITIONS`: a :class:`JobState` or a step inside one
+    (:data:`PHASE_STATE`). Stored in the snapshot; not shown outside the job log."""
+
+    PENDING = "pending"
+    WAITING = "waiting"
+    STARTING = "starting"
+    RESETTING = "resetting"
+    """STARTING: an empty Package URI was written to bring Object 5 back to Idle."""
+    BUSY = "busy"
+    """STARTING: Object 5 is Updating with an update that is not ours."""
+    DELIVERING = "delivering"
+    DOWNLOADED = "downloaded"
+    EXECUTING = "executing"
+    """DOWNLOADED: Execute /5/0/2 sent, its answer not back yet."""
+    INSTALLING = "installing"
+    REBOOTING = "rebooting"
+    CANCELLING = "cancelling"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    TIMED_OUT = "timed_out"
+    CANCELLED = "cancelled"
+
+    @property
+    def state(self) -> JobState:
+        return PHASE_STATE[self]
+
+
+PHASE_STATE: Final[dict[Phase, JobState]] = {
+    **{p: JobState(p.value) for p in Phase if p.value in {s.value for s in JobState}},
+    Phase.RESETTING: JobState.STARTING,
+    Phase.BUSY: JobState.STARTING,
+    Phase.EXECUTING: JobState.DOWNLOADED,
+}
+TERMINAL_PHASES: Final = frozenset(p for p, s in PHASE_STATE.items() if s in TERMINAL_STATES)
+
 
 class Input(enum.StrEnum):
     """What can happen to a job (the columns of :data:`TRANSITIONS`)."""
@@ -146,6 +238,9 @@ class Input(enum.StrEnum):
     UPDATED = "updated"
     COMMAND_OK = "command_ok"
     COMMAND_FAILED = "command_failed"
+    STALE_RESULT = "stale_result"
+    """A result of a command the job does not wait for (sent before a restart, or
+    answered after the job dropped it)."""
     TIMER = "timer"
     CANCEL = "cancel"
     HOLD = "hold"
@@ -162,130 +257,21 @@ class Wait(enum.StrEnum):
     DEFERRED = "deferred"
 
 
-_S = JobState
-_I = Input
+class TableViolation(Exception):
+    """An input the table has no row for in this phase, or a handler that led to a phase
+    its row does not allow: a bug of the caller or of this file. The job is unchanged."""
 
-#: The transition table: (state, input) -> the states the input may lead to.
-TRANSITIONS: Final[dict[tuple[JobState, Input], frozenset[JobState]]] = {
-    (_S.PENDING, _I.START): frozenset({_S.STARTING}),
-    (_S.PENDING, _I.HOLD): frozenset({_S.WAITING}),
-    (_S.PENDING, _I.CANCEL): frozenset({_S.CANCELLED}),
-    (_S.PENDING, _I.RESUME): frozenset({_S.PENDING}),
-    (_S.WAITING, _I.START): frozenset({_S.STARTING, _S.WAITING}),
-    (_S.WAITING, _I.TIMER): frozenset(
-        {_S.WAITING, _S.STARTING, _S.DOWNLOADED, _S.INSTALLING, _S.FAILED}
-    ),
-    (_S.WAITING, _I.HOLD): frozenset({_S.WAITING}),
-    (_S.WAITING, _I.CANCEL): frozenset({_S.CANCELLED, _S.CANCELLING}),
-    (_S.WAITING, _I.RESUME): frozenset({_S.WAITING}),
-    (_S.WAITING, _I.FIRMWARE_STATE): frozenset({_S.WAITING, _S.INSTALLING}),
-    (_S.WAITING, _I.FACTS): frozenset({_S.WAITING, _S.INSTALLING, _S.REBOOTING}),
-    (_S.WAITING, _I.REGISTERED): frozenset({_S.WAITING}),
-    (_S.WAITING, _I.UPDATED): frozenset({_S.WAITING}),
-    (_S.STARTING, _I.FACTS): frozenset(
-        {
-            _S.REBOOTING,
-            _S.STARTING,
-            _S.SUCCEEDED,
-            _S.WAITING,
-            _S.DELIVERING,
-            _S.DOWNLOADED,
-            _S.INSTALLING,
-            _S.FAILED,
-        }
-    ),
-    (_S.STARTING, _I.FIRMWARE_STATE): frozenset(
-        {
-            _S.REBOOTING,
-            _S.STARTING,
-            _S.SUCCEEDED,
-            _S.WAITING,
-            _S.DELIVERING,
-            _S.DOWNLOADED,
-            _S.INSTALLING,
-            _S.FAILED,
-        }
-    ),
-    (_S.STARTING, _I.COMMAND_OK): frozenset({_S.STARTING}),
-    (_S.STARTING, _I.COMMAND_FAILED): frozenset({_S.STARTING, _S.WAITING, _S.FAILED}),
-    (_S.STARTING, _I.TIMER): frozenset({_S.WAITING, _S.TIMED_OUT}),
-    (_S.STARTING, _I.CANCEL): frozenset({_S.CANCELLED, _S.CANCELLING}),
-    (_S.STARTING, _I.HOLD): frozenset({_S.WAITING}),
-    (_S.STARTING, _I.REGISTERED): frozenset({_S.STARTING}),
-    (_S.STARTING, _I.UPDATED): frozenset({_S.STARTING}),
-    (_S.STARTING, _I.RESUME): frozenset({_S.STARTING}),
-    (_S.DELIVERING, _I.FIRMWARE_STATE): frozenset(
-        {
-            _S.STARTING,
-            _S.DELIVERING,
-            _S.DOWNLOADED,
-            _S.INSTALLING,
-            _S.REBOOTING,
-            _S.WAITING,
-            _S.FAILED,
-        }
-    ),
-    (_S.DELIVERING, _I.FACTS): frozenset(
-        {
-            _S.STARTING,
-            _S.DELIVERING,
-            _S.DOWNLOADED,
-            _S.INSTALLING,
-            _S.REBOOTING,
-            _S.WAITING,
-            _S.FAILED,
-        }
-    ),
-    (_S.DELIVERING, _I.COMMAND_OK): frozenset({_S.DELIVERING}),
-    (_S.DELIVERING, _I.COMMAND_FAILED): frozenset(
-        {_S.DELIVERING, _S.WAITING, _S.FAILED, _S.TIMED_OUT}
-    ),
-    (_S.DELIVERING, _I.TIMER): frozenset({_S.WAITING, _S.TIMED_OUT}),
-    (_S.DELIVERING, _I.CANCEL): frozenset({_S.CANCELLING}),
-    (_S.DELIVERING, _I.REGISTERED): frozenset({_S.DELIVERING}),
-    (_S.DELIVERING, _I.UPDATED): frozenset({_S.DELIVERING}),
-    (_S.DELIVERING, _I.RESUME): frozenset({_S.DELIVERING}),
-    (_S.DOWNLOADED, _I.FIRMWARE_STATE): frozenset(
-        {_S.DOWNLOADED, _S.INSTALLING, _S.REBOOTING, _S.WAITING, _S.FAILED}
-    ),
-    (_S.DOWNLOADED, _I.FACTS): frozenset(
-        {_S.DOWNLOADED, _S.INSTALLING, _S.REBOOTING, _S.WAITING, _S.FAILED}
-    ),
-    (_S.DOWNLOADED, _I.COMMAND_OK): frozenset({_S.DOWNLOADED, _S.INSTALLING}),
-    (_S.DOWNLOADED, _I.COMMAND_FAILED): frozenset({_S.DOWNLOADED, _S.FAILED}),
-    (_S.DOWNLOADED, _I.TIMER): frozenset({_S.WAITING, _S.TIMED_OUT}),
-    (_S.DOWNLOADED, _I.CANCEL): frozenset({_S.CANCELLING}),
-    (_S.DOWNLOADED, _I.REGISTERED): frozenset({_S.DOWNLOADED, _S.REBOOTING}),
-    (_S.DOWNLOADED, _I.UPDATED): frozenset({_S.DOWNLOADED}),
-    (_S.DOWNLOADED, _I.RESUME): frozenset({_S.DOWNLOADED}),
-    (_S.INSTALLING, _I.FIRMWARE_STATE): frozenset({_S.INSTALLING, _S.REBOOTING, _S.FAILED}),
-    (_S.INSTALLING, _I.FACTS): frozenset({_S.INSTALLING, _S.REBOOTING, _S.FAILED}),
-    (_S.INSTALLING, _I.COMMAND_OK): frozenset({_S.INSTALLING}),
-    (_S.INSTALLING, _I.COMMAND_FAILED): frozenset({_S.INSTALLING}),
-    (_S.INSTALLING, _I.TIMER): frozenset({_S.TIMED_OUT}),
-    (_S.INSTALLING, _I.CANCEL): frozenset({_S.INSTALLING}),
-    (_S.INSTALLING, _I.REGISTERED): frozenset({_S.REBOOTING}),
-    (_S.INSTALLING, _I.UPDATED): frozenset({_S.INSTALLING}),
-    (_S.INSTALLING, _I.RESUME): frozenset({_S.INSTALLING}),
-    (_S.REBOOTING, _I.FIRMWARE_STATE): frozenset({_S.REBOOTING}),
-    (_S.REBOOTING, _I.FACTS): frozenset({_S.REBOOTING, _S.SUCCEEDED, _S.FAILED}),
-    (_S.REBOOTING, _I.COMMAND_OK): frozenset({_S.REBOOTING}),
-    (_S.REBOOTING, _I.COMMAND_FAILED): frozenset({_S.REBOOTING}),
-    (_S.REBOOTING, _I.TIMER): frozenset({_S.TIMED_OUT}),
-    (_S.REBOOTING, _I.CANCEL): frozenset({_S.REBOOTING}),
-    (_S.REBOOTING, _I.REGISTERED): frozenset({_S.REBOOTING}),
-    (_S.REBOOTING, _I.UPDATED): frozenset({_S.REBOOTING}),
-    (_S.REBOOTING, _I.RESUME): frozenset({_S.REBOOTING}),
-    (_S.CANCELLING, _I.FIRMWARE_STATE): frozenset({_S.CANCELLING, _S.CANCELLED, _S.INSTALLING}),
-    (_S.CANCELLING, _I.FACTS): frozenset({_S.CANCELLING, _S.CANCELLED, _S.INSTALLING}),
-    (_S.CANCELLING, _I.COMMAND_OK): frozenset({_S.CANCELLING}),
-    (_S.CANCELLING, _I.COMMAND_FAILED): frozenset({_S.CANCELLING, _S.CANCELLED}),
-    (_S.CANCELLING, _I.TIMER): frozenset({_S.CANCELLED}),
-    (_S.CANCELLING, _I.CANCEL): frozenset({_S.CANCELLING}),
-    (_S.CANCELLING, _I.REGISTERED): frozenset({_S.CANCELLING}),
-    (_S.CANCELLING, _I.UPDATED): frozenset({_S.CANCELLING}),
-    (_S.CANCELLING, _I.RESUME): frozenset({_S.CANCELLING}),
-}
+    def __init__(self, phase: Phase, input_: Input, to: Phase | None = None) -> None:
+        where = f"phase {phase.value} (state {phase.state.value})"
+        if to is None:
+            msg = f"input {input_.value} has no row in {where}"
+        else:
+            msg = f"input {input_.value} in {where} led to phase {to.value}, not in its row"
+        super().__init__(msg)
+        self.phase = phase
+        self.state = phase.state
+        self.input = input_
+        self.to = to
 
 
 # -- commands -----------------------------------------------------------------------------------
@@ -390,6 +376,8 @@ class Finish(Command):
 
     state: JobState
     reason: FailureReason | None
+    detail: str | None = None
+    """A sentence saying what the job saw, when it knows more than ``reason``."""
 
 
 CancelUpdate = Cancel
@@ -450,6 +438,12 @@ class JobPolicy(DeliveryPolicy):
     """Write /5/0/11 Severity before Execute (when the device has it); None: leave it."""
     window: WindowHook | None = None
     """Maintenance window: writes and executes only while ``window(now)`` is None."""
+    max_resets: int = 2
+    """STARTING: reset writes (empty /5/0/1) tried on an Object 5 that is not Idle before
+    the job ends ``object5_stuck``."""
+    profile: str = "default"
+    """Name of the device profile this policy came from (set by the shell; named in
+    failure details)."""
 
 
 def version_of(facts: DeviceFacts) -> str | None:
@@ -474,6 +468,25 @@ def _state(value: int | None) -> State | None:
         return None
 
 
+@dataclass(frozen=True, slots=True)
+class Event:
+    """One input as the handlers see it (only the fields of its kind are set)."""
+
+    input: Input
+    now: float
+    facts: DeviceFacts | None = None
+    command_id: str | None = None
+    kind: str | None = None
+    """The kind of the command a result answers (``"write_uri"``, ...)."""
+    code: str | None = None
+    fw_state: int = 0
+    fw_result: int = 0
+    source: str = "observe"
+    until: float = 0.0
+    register: bool = True
+    """REGISTERED (a new registration) rather than UPDATED."""
+
+
 class UpdateJob:
     """One device, one target: see the module docstring. Not thread-safe."""
 
@@ -490,8 +503,10 @@ class UpdateJob:
         self.endpoint = endpoint
         self.target = target
         self.policy = policy or JobPolicy()
-        self.state = JobState.PENDING
+        self.phase = Phase.PENDING
         self.reason: FailureReason | None = None
+        self.detail: str | None = None
+        """A sentence on why the job ended as it did, when it knows more than ``reason``."""
         self.attempts = 0
         self.deadline: float | None = None
         self.facts = DeviceFacts(endpoint=endpoint)
@@ -502,10 +517,9 @@ class UpdateJob:
         self._pending: dict[str, str] = {}
         self._have_facts = False  # a facts read answered since STARTING was entered
         self._delivered = False  # a URI or package was sent by this job
+        self._delivery_cid: str | None = None  # the Write/Push of the current delivery
         self._write_acked = False
         self._seen_downloading = False
-        self._resetting = False
-        self._execute_sent = False
         # an Execute was sent and not refused (its answer may be lost): a Register now is
         # the reboot into the new image, as in INSTALLING
         self._execute_attempted = False
@@ -521,34 +535,47 @@ class UpdateJob:
         self._deferrals = 0
         self._defer_deadline: float | None = None
         self._contact_timeout: float | None = None
+        self._resets = 0  # reset writes sent in this STARTING
+        self._reset_acked = False  # the last reset write was answered
+        self._busy_since: float | None = None  # someone else's update first seen
+        self._excluded: list[str] = []  # schemes the device refused (protocol fallback)
+        self._lost_on: dict[str, int] = {}  # connection_lost per scheme
         self._out: list[Command] = []
         if snapshot is not None:
             self._restore(snapshot)
+
+    @property
+    def state(self) -> JobState:
+        """The public state (:data:`PHASE_STATE` of :attr:`phase`)."""
+        return PHASE_STATE[self.phase]
+
+    @property
+    def terminal(self) -> bool:
+        return self.state.terminal
 
     # -- public inputs --------------------------------------------------------------------------
     def start(self, now: float, facts: DeviceFacts | None = None) -> list[Command]:
         """Start (or release a throttled job); ``facts`` may carry registration facts
         (LwM2M version, queue mode, lifetime, RTT) known before any read."""
-        return self._run(Input.START, now, {}, lambda: self._on_start(now, facts))
+        return self._apply(Event(Input.START, now, facts=facts), {})
 
     def resume(self, now: float) -> list[Command]:
         """After :meth:`from_snapshot` in a new process: re-read, re-observe, re-arm."""
-        return self._run(Input.RESUME, now, {}, lambda: self._on_resume(now))
+        return self._apply(Event(Input.RESUME, now), {})
 
     def on_facts(
         self, facts: DeviceFacts, now: float, *, command_id: str | None = None
     ) -> list[Command]:
         details = {"facts": _compact(facts), "command_id": command_id}
-        return self._run(Input.FACTS, now, details, lambda: self._on_facts(facts, now, command_id))
+        return self._apply(Event(Input.FACTS, now, facts=facts, command_id=command_id), details)
 
     def on_firmware_state(
         self, state: int, result: int, now: float, *, source: str = "observe"
     ) -> list[Command]:
         """/5/0/3 and /5/0/5 seen (``source``: "observe" or "read")."""
         details = {"fw_state": state, "fw_result": result, "source": source}
-        return self._run(
-            Input.FIRMWARE_STATE, now, details, lambda: self._on_fw(state, result, now, source)
-        )
+        ev = Event(Input.FIRMWARE_STATE, now, fw_state=state, fw_result=result, source=source)
+        return self._apply(ev, details)
 
     def on_registered(
         self,
@@ -560,30 +587,31 @@ class UpdateJob:
         """The device sent a Register (new registration: observations are gone) or an
         Update; both mean it is awake now (queue mode)."""
         which = Input.REGISTERED if kind == "register" else Input.UPDATED
-        return self._run(which, now, {"kind": kind}, lambda: self._on_registered(facts, now, kind))
+        ev = Event(which, now, facts=facts, register=kind == "register")
+        return self._apply(ev, {"kind": kind})
 
     def on_command_result(
         self, command_id: str, ok: bool, code: str | None, now: float
     ) -> list[Command]:
-        which = Input.COMMAND_OK if ok else Input.COMMAND_FAILED
         kind = self._pending.get(command_id)
-        details = {"command_id": command_id, "code": code, "command": kind}
         if kind is None:
-            self._log("input_ignored", {"input": str(which), "why": "unknown command", **details})
-            return self._flush()
-        return self._run(which, now, details, lambda: self._on_result(command_id, ok, code, now))
+            which = Input.STALE_RESULT
+        else:
+            which = Input.COMMAND_OK if ok else Input.COMMAND_FAILED
+        details = {"command_id": command_id, "code": code, "command": kind, "ok": ok}
+        ev = Event(which, now, command_id=command_id, kind=kind, code=None if ok else code)
+        return self._apply(ev, details)
 
     def on_timer(self, now: float) -> list[Command]:
-        return self._run(Input.TIMER, now, {"deadline": self.deadline}, lambda: self._on_timer(now))
+        return self._apply(Event(Input.TIMER, now), {"deadline": self.deadline})
 
     def cancel(self, now: float) -> list[Command]:
-        return self._run(Input.CANCEL, now, {}, lambda: self._on_cancel(now))
+        return self._apply(Event(Input.CANCEL, now), {})
 
     def hold(self, until: float, now: float, *, why: str = "throttle") -> list[Command]:
         """A server-side throttle (rate limit, concurrency cap): wait until ``until``.
         Never counts as an attempt."""
-        details = {"until": until, "why": why}
-        return self._run(Input.HOLD, now, details, lambda: self._on_hold(until, now))
+        return self._apply(Event(Input.HOLD, now, until=until), {"until": until, "why": why})
 
     # -- persistence ----------------------------------------------------------------------------
     def snapshot(self) -> dict[str, Any]:
@@ -593,7 +621,9 @@ class UpdateJob:
             "endpoint": self.endpoint,
             "target": self.target.to_json(),
             "state": str(self.state),
+            "phase": str(self.phase),
             "reason": None if self.reason is None else str(self.reason),
+            "detail": self.detail,
             "attempts": self.attempts,
             "deadline": self.deadline,
             "facts": self.facts.to_json(),
@@ -607,13 +637,15 @@ class UpdateJob:
                 "delivered": self._delivered,
                 "write_acked": self._write_acked,
                 "seen_downloading": self._seen_downloading,
-                "resetting": self._resetting,
-                "execute_sent": self._execute_sent,
+                # the phases that were flags before: kept for readers of the old format
+                "resetting": self.phase is Phase.RESETTING,
+                "execute_sent": self.phase is Phase.EXECUTING,
                 "execute_attempted": self._execute_attempted,
                 "executed": self._executed,
                 "push_failed": self._push_failed,
                 "reregistered": self._reregistered,
                 "resumed": self._resumed,
+                "reset_acked": self._reset_acked,
             },
             "cancel_method": self._cancel_method,
             "link_wait_since": self._link_wait_since,
@@ -621,10 +653,16 @@ class UpdateJob:
             "defer_deadline": self._defer_deadline,
             "contact_timeout": self._contact_timeout,
             "version_rereads": self._version_rereads,
+            "delivery_command": self._delivery_cid,
+            "resets": self._resets,
+            "busy_since": self._busy_since,
+            "excluded_protocols": list(self._excluded),
+            "connection_lost": dict(self._lost_on),
         }
 
     @classmethod
     def from_snapshot(cls, snap: dict[str, Any], policy: JobPolicy | None = None) -> UpdateJob:
+        """A job from :meth:`snapshot` output, also of the format without phases."""
         return cls(
             snap["job_id"],
             snap["endpoint"],
@@ -634,8 +672,18 @@ class UpdateJob:
         )
 
     def _restore(self, snap: dict[str, Any]) -> None:
-        self.state = JobState(snap["state"])
+        flags = snap["flags"]
+        state = JobState(snap["state"])
+        if "phase" in snap:
+            self.phase = Phase(snap["phase"])
+        elif state is JobState.STARTING and flags.get("resetting"):
+            self.phase = Phase.RESETTING  # format without phases: the flags said it
+        elif state is JobState.DOWNLOADED and flags.get("execute_sent"):
+            self.phase = Phase.EXECUTING
+        else:
+            self.phase = Phase(state.value)
         self.reason = None if snap["reason"] is None else FailureReason(snap["reason"])
+        self.detail = snap.get("detail")
         self.attempts = int(snap["attempts"])
         self.deadline = snap["deadline"]
         self.facts = DeviceFacts.from_json(snap["facts"])
@@ -653,33 +701,55 @@ class UpdateJob:
                 size=plan["size"],
                 timeout_s=plan["timeout_s"],
                 failure=None if plan["failure"] is None else FailureReason(plan["failure"]),
+                protocol=plan.get("protocol", _scheme_of(plan["uri"])),
             )
         )
         self._counter = int(snap["counter"])
         self._pending = dict(snap["pending"])
-        flags = snap["flags"]
         self._have_facts = flags["have_facts"]
         self._delivered = flags["delivered"]
         self._write_acked = flags["write_acked"]
         self._seen_downloading = flags["seen_downloading"]
-        self._resetting = flags["resetting"]
-        self._execute_sent = flags["execute_sent"]
-        self._execute_attempted = flags.get("execute_attempted", self._execute_sent)
+        self._execute_attempted = flags.get("execute_attempted", flags.get("execute_sent", False))
         self._executed = flags["executed"]
         self._push_failed = flags.get("push_failed", False)
         self._reregistered = flags["reregistered"]
         self._resumed = flags["resumed"]
+        self._reset_acked = flags.get("reset_acked", False)
         self._cancel_method = snap["cancel_method"]
         self._link_wait_since = snap["link_wait_since"]
         self._deferrals = int(snap["deferrals"])
         self._defer_deadline = snap["defer_deadline"]
         self._contact_timeout = snap["contact_timeout"]
         self._version_rereads = int(snap.get("version_rereads", 0))
+        self._delivery_cid = snap.get("delivery_command")
+        self._resets = int(snap.get("resets", 1 if self.phase is Phase.RESETTING else 0))
+        self._busy_since = snap.get("busy_since")
+        self._excluded = list(snap.get("excluded_protocols", []))
+        self._lost_on = {str(k): int(v) for k, v in snap.get("connection_lost", {}).items()}
 
-    # -- machinery ------------------------------------------------------------------------------
-    @property
-    def terminal(self) -> bool:
-        return self.state.terminal
+    # -- the machine ----------------------------------------------------------------------------
+    def _apply(self, ev: Event, details: dict[str, Any]) -> list[Command]:
+        """Look up (phase, input) in :data:`TRANSITIONS` and run its handler; raise
+        :class:`TableViolation` (job unchanged) when the table does not allow it."""
+        before = self.phase
+        row = TRANSITIONS.get((before, ev.input))
+        if row is None:
+            raise TableViolation(before, ev.input)
+        saved = self.snapshot()
+        try:
+            self._log(
+                "input",
+                {"state": str(self.state), "phase": str(before), "input": str(ev.input), **details},
+            )
+            row.handler(self, ev)
+            if self.phase not in row.to:
+                raise TableViolation(before, ev.input, to=self.phase)
+        except BaseException:
+            self._restore(saved)  # a refused input changes nothing
+            self._out = []
+            raise
+        return self._flush()
 
     def _next_id(self) -> str:
         self._counter += 1
@@ -699,36 +769,24 @@ class UpdateJob:
         self._emit(command)
         return command
 
+    def _read(self, paths: tuple[str, ...]) -> None:
+        self._device(lambda cid: ReadFacts(command_id=cid, paths=paths))
+
+    def _observe(self) -> None:
+        self._device(lambda cid: Observe(command_id=cid, paths=FIRMWARE_STATE_PATHS))
+
     def _flush(self) -> list[Command]:
         out, self._out = self._out, []
         return out
 
-    def _run(
-        self, which: Input, now: float, details: dict[str, Any], handler: Callable[[], None]
-    ) -> list[Command]:
-        before = self.state
-        row = TRANSITIONS.get((before, which))
-        if row is None:
-            self._log("input_ignored", {"state": str(before), "input": str(which), **details})
-            return self._flush()
-        self._log("input", {"state": str(before), "input": str(which), **details})
-        try:
-            handler()
-        except Exception as exc:  # a bug of this file must not take the engine down
-            self._log("error", {"state": str(before), "input": str(which), "error": repr(exc)})
-        if self.state not in row:  # a bug of this file; recorded, never raised at the shell
-            self._log(
-                "table_violation",
-                {"state": str(before), "input": str(which), "to": str(self.state)},
-            )
-        return self._flush()
-
-    def _go(self, state: JobState, now: float, timeout: float | None = None) -> None:
-        """Enter ``state``; arm its deadline (``timeout`` s) or clear the timer."""
-        if state != self.state:
-            self._log("state", {"from": str(self.state), "to": str(state)})
-            self.state = state
-        if state is not JobState.WAITING:
+    def _go(self, phase: Phase, now: float, timeout: float | None = None) -> None:
+        """Enter ``phase``; arm its deadline (``timeout`` s) when given."""
+        if phase is not self.phase:
+            old = self.phase
+            self.phase = phase
+            if old.state is not phase.state:
+                self._log("state", {"from": str(old.state), "to": str(phase.state)})
+        if phase is not Phase.WAITING:
             self.wait = None
         if timeout is not None:
             self._arm(now, timeout)
@@ -755,28 +813,63 @@ class UpdateJob:
         self._emit(SetTimer(command_id=self._next_id(), at=at))
 
     def _finish(
-        self, state: JobState, reason: FailureReason | None, now: float, **why: Any
+        self,
+        phase: Phase,
+        reason: FailureReason | None,
+        now: float,
+        *,
+        detail: str | None = None,
+        **why: Any,
     ) -> None:
         self.reason = reason
-        self._go(state, now)
+        self.detail = detail if detail is not None else self._detail_for(reason)
+        self._go(phase, now)
         self._contact_timeout = None
         self._pending.clear()
         if self.deadline is not None:
             self._set_timer(None)
-        details = {"state": str(state), "reason": None if reason is None else str(reason), **why}
-        self._log("finished", details)
-        self._emit(Finish(command_id=self._next_id(), state=state, reason=reason))
+        details = {"state": str(phase.state), "reason": None if reason is None else str(reason)}
+        if self.detail is not None:
+            details["detail"] = self.detail
+        self._log("finished", {**details, **why})
+        self._emit(
+            Finish(command_id=self._next_id(), state=phase.state, reason=reason, detail=self.detail)
+        )
 
-    def _fail(self, reason: FailureReason, now: float, **why: Any) -> None:
+    def _detail_for(self, reason: FailureReason | None) -> str | None:
+        """The sentence for a reason the job knows more about than its code."""
+        plan = self.plan
+        if reason is FailureReason.UNSUPPORTED_PACKAGE and self._delivered_form() == "package":
+            return (
+                "the device refused the signed fotakit package (Update Result 6); profile "
+                f"'{self.policy.profile}' sets payload_form=signed — devices that check their "
+                "own image format need payload_form=bare"
+            )
+        if reason is FailureReason.UNSUPPORTED_PROTOCOL and plan is not None and plan.protocol:
+            return (
+                f"the device refused {plan.protocol} (Update Result 9) and /5/0/8 lists no "
+                "other protocol the repository offers"
+            )
+        return None
+
+    def _delivered_form(self) -> str:
+        return self.plan.form if self.plan is not None else self.target.form
+
+    def _can_retry(self, reason: FailureReason) -> bool:
+        return reason.retryable and not self._executed and self.attempts < self.policy.max_attempts
+
+    def _fail(
+        self, reason: FailureReason, now: float, *, detail: str | None = None, **why: Any
+    ) -> None:
         """A failure: retry after a backoff while the budget allows, else terminal."""
-        if reason.retryable and not self._executed and self.attempts < self.policy.max_attempts:
+        if self._can_retry(reason):
             delay = self._backoff()
             self._log("retry", {"reason": str(reason), "attempt": self.attempts, "in_s": delay})
             self.reason = reason
             self._to_wait(Wait.RETRY, now + delay)
             return
-        final = JobState.TIMED_OUT if reason is FailureReason.TIMED_OUT else JobState.FAILED
-        self._finish(final, reason, now, **why)
+        final = Phase.TIMED_OUT if reason is FailureReason.TIMED_OUT else Phase.FAILED
+        self._finish(final, reason, now, detail=detail, **why)
 
     def _backoff(self) -> float:
         p = self.policy
@@ -785,9 +878,9 @@ class UpdateJob:
         return base * (1.0 + p.backoff_jitter * (2.0 * spread - 1.0))
 
     def _to_wait(self, why: Wait, until: float) -> None:
-        if self.state is not JobState.WAITING:
+        if self.phase is not Phase.WAITING:
             self._log("state", {"from": str(self.state), "to": "waiting", "wait": str(why)})
-            self.state = JobState.WAITING
+            self.phase = Phase.WAITING
         self.wait = why
         self._contact_timeout = None
         self._set_timer(until)
@@ -799,19 +892,31 @@ class UpdateJob:
         opens = hook(now)
         return None if opens is None else max(opens, now)
 
-    # -- handlers -------------------------------------------------------------------------------
-    def _on_start(self, now: float, facts: DeviceFacts | None) -> None:
-        if self.state is JobState.WAITING and self.wait is not Wait.THROTTLE:
+    def _timer_due(self, ev: Event) -> bool:
+        if self.deadline is None or ev.now < self.deadline:
+            self._log("timer_early", {"deadline": self.deadline})
+            return False
+        return True
+
+    # -- handlers: start, hold, resume, cancel --------------------------------------------------
+    def _h_ignore(self, ev: Event) -> None:
+        """Rows whose input means nothing in the phase (see :func:`_ignoring`)."""
+        why = _IGNORED.get((self.phase, ev.input), "nothing to do in this phase")
+        self._log("ignored", {"input": str(ev.input), "why": why})
+
+    def _h_start(self, ev: Event) -> None:
+        if self.phase is Phase.WAITING and self.wait is not Wait.THROTTLE:
             self._log("start_ignored", {"wait": str(self.wait)})
             return
-        if facts is not None:
-            self.facts = self.facts.merged(facts)
+        if ev.facts is not None:
+            self.facts = self.facts.merged(ev.facts)
         if self.attempts == 0:
             self.attempts = 1
-        self._begin(now)
+        self._begin(ev.now)
 
-    def _on_hold(self, until: float, now: float) -> None:
-        if self.state is JobState.WAITING and self.wait is not Wait.THROTTLE:
+    def _h_hold(self, ev: Event) -> None:
+        until, now = ev.until, ev.now
+        if self.phase is Phase.WAITING and self.wait is not Wait.THROTTLE:
             # already waiting for another reason (a retry keeps counting as one)
             self._set_timer(max(until, self.deadline or now))
             return
@@ -820,90 +925,166 @@ class UpdateJob:
     def _begin(self, now: float) -> None:
         """(Re-)enter STARTING: read everything the decision needs."""
         self._have_facts = False
-        self._go(JobState.STARTING, now, self.policy.start_timeout_s)
-        self._device(lambda cid: ReadFacts(command_id=cid, paths=ALL_FACT_PATHS))
+        self._resets = 0
+        self._reset_acked = False
+        self._busy_since = None
+        self._go(Phase.STARTING, now, self.policy.start_timeout_s)
+        self._read(ALL_FACT_PATHS)
 
-    def _on_resume(self, now: float) -> None:
+    def _h_resume(self, ev: Event) -> None:
         self._pending.clear()
         self._resumed = True
-        self._execute_sent = False
-        state = self.state
-        if state is JobState.PENDING:
+        phase = self.phase
+        if phase is Phase.PENDING:
             return
-        if state is JobState.WAITING:
+        if phase is Phase.WAITING:
             self._set_timer(self.deadline)
             return
-        if state is JobState.STARTING:
-            self._device(lambda cid: ReadFacts(command_id=cid, paths=ALL_FACT_PATHS))
-        elif state is JobState.CANCELLING:
+        if phase is Phase.EXECUTING:
+            self.phase = Phase.DOWNLOADED  # the Execute's answer went with the old process
+        if phase is Phase.RESETTING:
+            self.phase = Phase.STARTING  # the re-read decides; the resets sent still count
+            self._reset_acked = False
+        if phase in (Phase.STARTING, Phase.RESETTING, Phase.BUSY):
+            self._read(ALL_FACT_PATHS)
+        elif phase is Phase.CANCELLING:
             self._observe()
-            self._send_cancel(now)
+            self._send_cancel()
         else:
             self._observe()
-            paths = VERSION_PATHS if state is JobState.REBOOTING else FIRMWARE_STATE_PATHS
-            self._device(lambda cid: ReadFacts(command_id=cid, paths=paths))
+            self._read(VERSION_PATHS if phase is Phase.REBOOTING else FIRMWARE_STATE_PATHS)
         self._set_timer(self.deadline)
 
-    def _observe(self) -> None:
-        self._device(lambda cid: Observe(command_id=cid, paths=FIRMWARE_STATE_PATHS))
+    def _h_cancel_at_once(self, ev: Event) -> None:
+        """Nothing of this job reached the device: cancelled without touching it."""
+        if self._delivered:
+            self._h_cancel(ev)
+            return
+        self._finish(Phase.CANCELLED, FailureReason.CANCELLED, ev.now, why="not started")
 
-    def _on_registered(self, facts: DeviceFacts | None, now: float, kind: str) -> None:
-        if facts is not None:
-            self.facts = self.facts.merged(facts)
-        self._contact(now)
-        state = self.state
-        if kind == "update":
-            if state is not JobState.WAITING:
-                paths = VERSION_PATHS if state is JobState.REBOOTING else FIRMWARE_STATE_PATHS
-                self._device(lambda cid: ReadFacts(command_id=cid, paths=paths))
-            return
-        # a new registration: the device (re)booted, its observations are gone
-        if state is JobState.WAITING:
-            return
-        if state is JobState.STARTING:
-            self._device(lambda cid: ReadFacts(command_id=cid, paths=ALL_FACT_PATHS))
-            return
-        installing = state is JobState.INSTALLING or (
-            state is JobState.DOWNLOADED
-            and (self.facts.auto_upgrade is True or self._execute_attempted)
+    def _h_cancel(self, ev: Event) -> None:
+        """Something of this job reached the device (a URI, a package, a reset): undo it."""
+        self._go(Phase.CANCELLING, ev.now, self.policy.cancel_timeout_s)
+        self._send_cancel()
+
+    def _h_cancel_rejected(self, ev: Event) -> None:
+        self._log("cancel_rejected", {"state": str(self.state), "why": "installing"})
+
+    def _send_cancel(self) -> None:
+        facts = self.facts
+        modern = facts.lwm2m_version is not None and facts.lwm2m_version != "1.0"
+        method: Literal["execute", "reset"] = (
+            "execute" if modern and facts.has_cancel is not False else "reset"
         )
-        if installing or state is JobState.REBOOTING:
-            self._reregistered = True
-            self._executed = True
-            if state is not JobState.REBOOTING:
-                self._go(JobState.REBOOTING, now, self.policy.reregistration_timeout_s)
-            self._observe()
-            self._device(lambda cid: ReadFacts(command_id=cid, paths=VERSION_PATHS))
-            return
-        self._observe()
-        self._device(lambda cid: ReadFacts(command_id=cid, paths=FIRMWARE_STATE_PATHS))
+        if self._cancel_method == "reset":
+            method = "reset"
+        self._cancel_method = method
+        self._device(lambda cid: Cancel(command_id=cid, method=method))
 
-    def _on_facts(self, facts: DeviceFacts, now: float, command_id: str | None) -> None:
-        if command_id is None:  # answers the oldest read still open
+    # -- handlers: registrations ----------------------------------------------------------------
+    def _heard(self, ev: Event) -> None:
+        if ev.facts is not None:
+            self.facts = self.facts.merged(ev.facts)
+        self._contact(ev.now)
+
+    def _h_reg_contact(self, ev: Event) -> None:
+        """WAITING: a Register/Update only says the device is awake."""
+        self._heard(ev)
+
+    def _h_reg_starting(self, ev: Event) -> None:
+        self._heard(ev)
+        self._read(ALL_FACT_PATHS if ev.register else FIRMWARE_STATE_PATHS)
+
+    def _h_reg_follow(self, ev: Event) -> None:
+        """Re-observe after a new registration (observations are gone), read the state."""
+        self._heard(ev)
+        if ev.register:
+            self._observe()
+        self._read(FIRMWARE_STATE_PATHS)
+
+    def _h_reg_downloaded(self, ev: Event) -> None:
+        if ev.register and (self.facts.auto_upgrade is True or self._execute_attempted):
+            self._heard(ev)
+            self._rebooted(ev.now)  # the Execute (or /5/0/14) did start the install
+            return
+        self._h_reg_follow(ev)
+
+    def _h_reg_installing(self, ev: Event) -> None:
+        if ev.register:
+            self._heard(ev)
+            self._rebooted(ev.now)
+            return
+        self._h_reg_follow(ev)
+
+    def _h_reg_rebooting(self, ev: Event) -> None:
+        self._heard(ev)
+        if ev.register:
+            self._reregistered = True
+            self._observe()
+        self._read(VERSION_PATHS)
+
+    def _rebooted(self, now: float) -> None:
+        self._reregistered = True
+        self._executed = True
+        self._go(Phase.REBOOTING, now, self.policy.reregistration_timeout_s)
+        self._observe()
+        self._read(VERSION_PATHS)
+
+    # -- handlers: facts ------------------------------------------------------------------------
+    def _take_facts(self, ev: Event) -> DeviceFacts:
+        """Merge facts, close the read they answer (the oldest open one without an id)."""
+        assert ev.facts is not None
+        command_id = ev.command_id
+        if command_id is None:
             command_id = next((c for c, k in self._pending.items() if k == "read_facts"), None)
         if command_id is not None:
             self._pending.pop(command_id, None)
-        self.facts = self.facts.merged(facts)
+        self.facts = self.facts.merged(ev.facts)
         self._have_facts = True
-        self._contact(now)
-        state = self.state
-        if state is JobState.STARTING:
-            self._decide_start(facts, now, command_id)
-        elif state is JobState.REBOOTING:
-            self._judge(facts, now)
-        elif (
-            state in _BEFORE_INSTALL
+        self._contact(ev.now)
+        return ev.facts
+
+    def _h_facts_starting(self, ev: Event) -> None:
+        fresh = self._take_facts(ev)
+        self._decide_start(fresh, ev.now, ev.command_id)
+
+    def _h_facts_resetting(self, ev: Event) -> None:
+        fresh = self._take_facts(ev)
+        fw = _state(fresh.fw_state)
+        if fw in (State.DOWNLOADING, State.DOWNLOADED) and self._reset_acked:
+            self._stuck_or_reset_again(fw, ev.now)
+            return
+        self._decide_start(fresh, ev.now, ev.command_id)
+
+    def _h_facts_rebooting(self, ev: Event) -> None:
+        self._judge(self._take_facts(ev), ev.now)
+
+    def _h_facts_follow(self, ev: Event) -> None:
+        """Facts while following Object 5: /5/0/3 and /5/0/5 as a notification would be."""
+        fresh = self._take_facts(ev)
+        if (
+            self.phase in _BEFORE_INSTALL
             and self._delivered
-            and facts.firmware_version is not None
-            and facts.firmware_version == self.target.version
+            and fresh.firmware_version is not None
+            and fresh.firmware_version == self.target.version
         ):
             # /3/0/3 is the target: our package got installed while we were not looking;
             # never deliver again (success still needs a re-registration and a fresh read)
             self._executed = True
-            self._log("on_target_unconfirmed", {"version": facts.firmware_version})
-            self._go(JobState.REBOOTING, now, self.policy.reregistration_timeout_s)
-        elif facts.fw_state is not None and facts.fw_result is not None:
-            self._on_fw(facts.fw_state, facts.fw_result, now, "read")
+            self._log("on_target_unconfirmed", {"version": fresh.firmware_version})
+            self._go(Phase.REBOOTING, ev.now, self.policy.reregistration_timeout_s)
+            return
+        if fresh.fw_state is None or fresh.fw_result is None:
+            return
+        row = TRANSITIONS[(self.phase, Input.FIRMWARE_STATE)]
+        fw_ev = Event(
+            Input.FIRMWARE_STATE,
+            ev.now,
+            fw_state=fresh.fw_state,
+            fw_result=fresh.fw_result,
+            source="read",
+        )
+        row.handler(self, fw_ev)
 
     def _decide_start(self, fresh: DeviceFacts, now: float, command_id: str | None) -> None:
         facts = self.facts
@@ -912,48 +1093,74 @@ class UpdateJob:
         fw = _state(facts.fw_state)
         if fw is None:
             if command_id is not None and fresh.fw_state is None:
-                self._finish(JobState.FAILED, FailureReason.NO_FIRMWARE_OBJECT, now)
+                self._finish(Phase.FAILED, FailureReason.NO_FIRMWARE_OBJECT, now)
             return
         # /5/0/7 stands in for /3/0/3 only after a successful update (Idle, Result 1)
         idle_ok = fw is State.IDLE and facts.fw_result == UpdateResult.SUCCESS
         version = version_of(facts) if facts.firmware_version is not None or idle_ok else None
         if not self._delivered and version is not None and version == self.target.version:
-            self._finish(JobState.SUCCEEDED, None, now, why="already_on_target", version=version)
+            self._finish(Phase.SUCCEEDED, None, now, why="already_on_target", version=version)
             return
         if self._delivered and version is not None and version == self.target.version:
             # our package got installed while we were not looking (an Execute whose answer
             # was lost, a restart): never deliver again; success still needs a registration
             self._executed = True
             self._log("on_target_unconfirmed", {"version": version})
-            self._go(JobState.REBOOTING, now, self.policy.reregistration_timeout_s)
+            self._go(Phase.REBOOTING, now, self.policy.reregistration_timeout_s)
             return
         if self.old_version is None and not self._delivered:
             self.old_version = facts.firmware_version or facts.pkg_version
         if fw is State.IDLE:
-            self._resetting = False
             self._deliver(now)
         elif fw is State.DOWNLOADING and self._ours_on_device():
-            self._go(JobState.DELIVERING, now, self._delivery_timeout())
+            self._go(Phase.DELIVERING, now, self._delivery_timeout())
         elif fw is State.DOWNLOADED and self._ours_on_device():
             self._enter_downloaded(now)
         elif fw is State.UPDATING:
             if self._delivered:
                 self._executed = True
-                self._go(JobState.INSTALLING, now, self.policy.updating_timeout_s)
-            else:
-                self._log("device_busy", {"fw_state": int(fw)})  # someone else's update
-                self._arm(now, self.policy.updating_timeout_s)
-        elif not self._resetting:
+                self._go(Phase.INSTALLING, now, self.policy.updating_timeout_s)
+            elif self.phase is not Phase.BUSY:
+                # someone else's update: ONE deadline from now, never re-armed by reads
+                self._busy_since = now
+                self._log("device_busy", {"fw_state": int(fw)})
+                self._go(Phase.BUSY, now, self.policy.updating_timeout_s)
+        elif self.phase is not Phase.RESETTING:
             if self._push_failed:
                 self._log("reset_failed_push", {"fw_state": int(fw)})
-            self._resetting = True
-            self._device(lambda cid: ResetUri(command_id=cid))
+            self._reset()
+        # RESETTING and not Idle: the reset's answer (then a re-read) decides
+
+    def _reset(self) -> None:
+        """Write an empty Package URI: Object 5 back to Idle (TS Core E.6, all versions)."""
+        self._resets += 1
+        self._reset_acked = False
+        self.phase = Phase.RESETTING
+        self._device(lambda cid: ResetUri(command_id=cid))
+
+    def _stuck_or_reset_again(self, fw: State, now: float) -> None:
+        """The re-read after an acknowledged reset still shows Downloading/Downloaded."""
+        if self._resets < self.policy.max_resets:
+            self._log("reset_again", {"fw_state": int(fw), "resets": self._resets})
+            self._reset()
+            return
+        name = fw.name.capitalize()
+        self._finish(
+            Phase.FAILED,
+            FailureReason.OBJECT5_STUCK,
+            now,
+            detail=(
+                f"Object 5 stayed in {name} after {self._resets} reset writes (empty Package URI)"
+            ),
+            fw_state=int(fw),
+            resets=self._resets,
+        )
 
     def _ours_on_device(self) -> bool:
         """Downloading/Downloaded is our transfer, worth following: this job delivered,
         is not resetting, and its push did not fail (a partial pushed image is never
         completed by anyone: it is reset, not waited for)."""
-        return self._delivered and not self._resetting and not self._push_failed
+        return self._delivered and self.phase is not Phase.RESETTING and not self._push_failed
 
     def _delivery_timeout(self) -> float:
         transfer = self.plan.timeout_s if self.plan is not None else 0.0
@@ -964,35 +1171,44 @@ class UpdateJob:
         if opens is not None:
             self._to_wait(Wait.WINDOW, opens)
             return
-        plan = choose_delivery(self.facts, self.target, self.policy)
+        plan = choose_delivery(
+            self.facts, self.target, self.policy, exclude=frozenset(self._excluded)
+        )
         self.plan = plan
         self._log("delivery", plan.to_json())
         if plan.choice is Choice.NONE:
             assert plan.failure is not None
-            self._finish(JobState.FAILED, plan.failure, now, why=plan.reason)
+            self._finish(Phase.FAILED, plan.failure, now, detail=plan.reason, why=plan.reason)
             return
         if plan.choice is Choice.WAIT:
             if self._link_wait_since is None:
                 self._link_wait_since = now
             if now - self._link_wait_since >= self.policy.link_wait_max_s:
-                self._finish(JobState.FAILED, FailureReason.LINK_TOO_POOR, now, why=plan.reason)
+                self._finish(
+                    Phase.FAILED,
+                    FailureReason.LINK_TOO_POOR,
+                    now,
+                    detail=plan.reason,
+                    why=plan.reason,
+                )
                 return
             self._to_wait(Wait.LINK, now + self.policy.link_recheck_s)
             return
         self._link_wait_since = None
+        self._busy_since = None
         self._delivered = True
         self._push_failed = False
         self._write_acked = False
         self._seen_downloading = False
-        self._go(JobState.DELIVERING, now, self._delivery_timeout())
+        self._go(Phase.DELIVERING, now, self._delivery_timeout())
         self._observe()
         if plan.choice is Choice.PULL:
             assert plan.uri is not None
             uri = plan.uri
-            self._device(lambda cid: WriteUri(command_id=cid, uri=uri))
+            sent = self._device(lambda cid: WriteUri(command_id=cid, uri=uri))
         else:
             target = self.target
-            self._device(
+            sent = self._device(
                 lambda cid: Push(
                     command_id=cid,
                     package_id=target.package_id,
@@ -1001,16 +1217,31 @@ class UpdateJob:
                     timeout_s=plan.timeout_s,
                 )
             )
+        self._delivery_cid = sent.command_id
+
+    def _fallback(self, why: str) -> bool:
+        """Exclude the scheme just pulled over if /5/0/8 and the repository leave another
+        one; log ``protocol_fallback``. False: no other scheme, the failure stands."""
+        plan = self.plan
+        if plan is None or plan.choice is not Choice.PULL or plan.protocol is None:
+            return False
+        excluded = frozenset(self._excluded) | {plan.protocol}
+        alt = choose_delivery(self.facts, self.target, self.policy, exclude=excluded)
+        if alt.choice is not Choice.PULL or alt.protocol is None:
+            return False
+        self._excluded = sorted(excluded)
+        self._log("protocol_fallback", {"from": plan.protocol, "to": alt.protocol, "why": why})
+        return True
 
     def _enter_downloaded(self, now: float) -> None:
-        self._go(JobState.DOWNLOADED, now, self.policy.downloaded_timeout_s)
+        self._go(Phase.DOWNLOADED, now, self.policy.downloaded_timeout_s)
         if self.facts.auto_upgrade:
             self._log("automatic_upgrade", {"resource": "/5/0/14"})
             return
         self._try_execute(now)
 
     def _try_execute(self, now: float) -> None:
-        if self._execute_sent:
+        if self.phase is Phase.EXECUTING:
             return
         opens = self._window_closed(now)
         if opens is not None:
@@ -1022,107 +1253,156 @@ class UpdateJob:
                 self._device(
                     lambda cid: WriteResource(command_id=cid, path=SEVERITY_PATH, value=severity)
                 )
-        self._execute_sent = True
+        self.phase = Phase.EXECUTING
         self._execute_attempted = True
         self._device(lambda cid: Execute(command_id=cid, path=UPDATE_PATH))
 
-    def _on_fw(self, raw_state: int, raw_result: int, now: float, source: str) -> None:
-        self.facts = self.facts.merged(DeviceFacts(fw_state=raw_state, fw_result=raw_result))
-        self._contact(now)
-        fw = _state(raw_state)
+    # -- handlers: /5/0/3 State and /5/0/5 Update Result ----------------------------------------
+    def _fw(self, ev: Event) -> State | None:
+        """Merge State and Result; None (logged) for a State value the spec does not have."""
+        self.facts = self.facts.merged(DeviceFacts(fw_state=ev.fw_state, fw_result=ev.fw_result))
+        self._contact(ev.now)
+        fw = _state(ev.fw_state)
         if fw is None:
-            self._log("unknown_fw_state", {"fw_state": raw_state})
-            return
-        state = self.state
-        failure = FailureReason.from_update_result(raw_result)
-        if state is JobState.STARTING:
-            if self._resetting or fw is State.IDLE or fw is State.UPDATING:
-                self._decide_start(DeviceFacts(fw_state=raw_state), now, None)
-        elif state is JobState.DELIVERING:
-            self._fw_delivering(fw, raw_result, failure, now, source)
-        elif state is JobState.DOWNLOADED:
-            self._fw_downloaded(fw, raw_result, failure, now)
-        elif state is JobState.INSTALLING:
-            if fw is State.IDLE:
-                self._go(JobState.REBOOTING, now, self.policy.reregistration_timeout_s)
-                if self._reregistered:
-                    self._device(lambda cid: ReadFacts(command_id=cid, paths=VERSION_PATHS))
-            elif fw is State.DOWNLOADED and raw_result == UpdateResult.UPDATE_FAILED:
-                self._finish(JobState.FAILED, FailureReason.UPDATE_FAILED, now, fw_result=8)
-        elif state is JobState.REBOOTING:
-            if self._reregistered and fw is not State.UPDATING:
-                self._device(lambda cid: ReadFacts(command_id=cid, paths=VERSION_PATHS))
-        elif state is JobState.CANCELLING:
-            if fw is State.IDLE:
-                self._finish(JobState.CANCELLED, FailureReason.CANCELLED, now, fw_result=raw_result)
-            elif fw is State.UPDATING:
-                self._log("cancel_rejected", {"fw_state": int(fw)})
-                self._executed = True
-                self._go(JobState.INSTALLING, now, self.policy.updating_timeout_s)
-        elif state is JobState.WAITING and fw is State.UPDATING and self._delivered:
+            self._log("unknown_fw_state", {"fw_state": ev.fw_state})
+        return fw
+
+    def _h_fw_starting(self, ev: Event) -> None:
+        """Only Idle and Updating decide here (the read decides the rest)."""
+        fw = self._fw(ev)
+        if fw is State.UPDATING and self._delivered:
+            # Updating after our delivery is our image installing, even before the read
+            # answers (as in WAITING): never deliver it a second time
+            self._executed = True
+            self._go(Phase.INSTALLING, ev.now, self.policy.updating_timeout_s)
+        elif fw is State.IDLE or fw is State.UPDATING:
+            self._decide_start(DeviceFacts(fw_state=ev.fw_state), ev.now, None)
+
+    def _h_fw_resetting(self, ev: Event) -> None:
+        fw = self._fw(ev)
+        if fw is not None:
+            self._decide_start(DeviceFacts(fw_state=ev.fw_state), ev.now, None)
+
+    def _h_fw_waiting(self, ev: Event) -> None:
+        fw = self._fw(ev)
+        if fw is State.UPDATING and self._delivered:
             # e.g. the Maximum Defer Period ran out and the device installs by itself
             self._executed = True
-            self._go(JobState.INSTALLING, now, self.policy.updating_timeout_s)
+            self._go(Phase.INSTALLING, ev.now, self.policy.updating_timeout_s)
 
-    def _fw_delivering(
-        self,
-        fw: State,
-        result: int,
-        failure: FailureReason | None,
-        now: float,
-        source: str,
-    ) -> None:
+    def _h_fw_delivering(self, ev: Event) -> None:
+        fw = self._fw(ev)
+        if fw is None:
+            return
+        now, result = ev.now, ev.fw_result
+        failure = FailureReason.from_update_result(result)
         if fw is State.DOWNLOADING:
             self._seen_downloading = True
         elif fw is State.DOWNLOADED:
             self._enter_downloaded(now)
         elif fw is State.UPDATING:
             self._executed = True  # /5/0/14: installing by itself; pmin hid Downloaded
-            self._go(JobState.INSTALLING, now, self.policy.updating_timeout_s)
+            self._go(Phase.INSTALLING, now, self.policy.updating_timeout_s)
+        elif failure is FailureReason.UNSUPPORTED_PROTOCOL:
+            if self._fallback("Update Result 9 (unsupported protocol)"):
+                self._deliver(now)  # not a new attempt: the device named the reason
+            else:
+                self._fail(failure, now, fw_result=result)
         elif failure is not None:
-            self._fail(failure, now, fw_result=result)
+            self._delivery_failed(failure, now, fw_result=result)
         elif result == UpdateResult.SUCCESS:
             self._executed = True
-            self._go(JobState.REBOOTING, now, self.policy.reregistration_timeout_s)
-        elif self._seen_downloading or (self._write_acked and source == "read"):
+            self._go(Phase.REBOOTING, now, self.policy.reregistration_timeout_s)
+        elif self._seen_downloading or (self._write_acked and ev.source == "read"):
             # Idle/0 after the download had started: the device lost it (reboot, reset)
-            self._fail(FailureReason.CONNECTION_LOST, now, fw_result=result, why="download lost")
-        elif self._resumed and source == "read" and not self._write_acked:
+            self._delivery_failed(
+                FailureReason.CONNECTION_LOST, now, fw_result=result, why="download lost"
+            )
+        elif self._resumed and ev.source == "read" and not self._write_acked:
             self._log("restart", {"why": "restored before the write was acknowledged"})
             self._resumed = False
             self._begin(now)  # read everything again, then decide (never a blind rewrite)
 
-    def _fw_downloaded(
-        self, fw: State, result: int, failure: FailureReason | None, now: float
-    ) -> None:
+    def _delivery_failed(self, failure: FailureReason, now: float, **why: Any) -> None:
+        """A download failure; the second ``connection_lost`` over one scheme moves the
+        retry to the next scheme (protocol fallback)."""
+        plan = self.plan
+        if failure is FailureReason.CONNECTION_LOST and plan is not None and plan.protocol:
+            scheme = plan.protocol
+            self._lost_on[scheme] = self._lost_on.get(scheme, 0) + 1
+            if self._lost_on[scheme] >= 2 and self._can_retry(failure):
+                self._fallback(f"connection lost twice over {scheme}")
+        self._fail(failure, now, **why)
+
+    def _h_fw_downloaded(self, ev: Event) -> None:
+        fw = self._fw(ev)
+        if fw is None:
+            return
+        now, result = ev.now, ev.fw_result
+        failure = FailureReason.from_update_result(result)
         if fw is State.UPDATING:
             self._executed = True
-            self._go(JobState.INSTALLING, now, self.policy.updating_timeout_s)
+            self._go(Phase.INSTALLING, now, self.policy.updating_timeout_s)
         elif fw is State.DOWNLOADED:
             if result == UpdateResult.DEFERRED:
                 self._deferred(now)
-            elif result == UpdateResult.UPDATE_FAILED and self._execute_sent:
-                self._finish(JobState.FAILED, FailureReason.UPDATE_FAILED, now, fw_result=result)
+            elif result == UpdateResult.UPDATE_FAILED and self.phase is Phase.EXECUTING:
+                self._finish(Phase.FAILED, FailureReason.UPDATE_FAILED, now, fw_result=result)
             elif not self.facts.auto_upgrade:
                 self._try_execute(now)
         elif failure is not None:
-            self._finish(JobState.FAILED, failure, now, fw_result=result)
+            self._finish(Phase.FAILED, failure, now, fw_result=result)
         elif result == UpdateResult.SUCCESS:
             self._executed = True
-            self._go(JobState.REBOOTING, now, self.policy.reregistration_timeout_s)
+            self._go(Phase.REBOOTING, now, self.policy.reregistration_timeout_s)
         elif fw is State.IDLE:
             self._fail(FailureReason.CONNECTION_LOST, now, fw_result=result, why="image lost")
+
+    def _h_fw_installing(self, ev: Event) -> None:
+        fw = self._fw(ev)
+        now, result = ev.now, ev.fw_result
+        if fw is State.IDLE:
+            self._go(Phase.REBOOTING, now, self.policy.reregistration_timeout_s)
+            if self._reregistered:
+                self._read(VERSION_PATHS)
+        elif fw is State.DOWNLOADED and result == UpdateResult.UPDATE_FAILED:
+            self._finish(Phase.FAILED, FailureReason.UPDATE_FAILED, now, fw_result=8)
+        elif fw is State.DOWNLOADED and result == UpdateResult.DEFERRED:
+            # Execute was accepted, then the device (its user) deferred: as in DOWNLOADED
+            self._deferred(now)
+
+    def _h_fw_rebooting(self, ev: Event) -> None:
+        fw = self._fw(ev)
+        if self._reregistered and fw is not None and fw is not State.UPDATING:
+            self._read(VERSION_PATHS)
+
+    def _h_fw_cancelling(self, ev: Event) -> None:
+        fw = self._fw(ev)
+        if fw is State.IDLE:
+            self._finish(Phase.CANCELLED, FailureReason.CANCELLED, ev.now, fw_result=ev.fw_result)
+        elif fw is State.UPDATING:
+            self._log("cancel_rejected", {"fw_state": int(fw)})
+            self._executed = True
+            self._go(Phase.INSTALLING, ev.now, self.policy.updating_timeout_s)
 
     def _deferred(self, now: float) -> None:
         """Update Result 11: the device (its user) deferred the update (object 1.1)."""
         self._deferrals += 1
-        self._execute_sent = False
         self._execute_attempted = False  # the device answered: it did not install
         max_defer = self.facts.max_defer_s
         if self._defer_deadline is None and max_defer:
             self._defer_deadline = now + max_defer
         if self._deferrals > self.policy.max_deferrals:
-            self._finish(JobState.FAILED, FailureReason.DEFERRED, now, deferrals=self._deferrals)
+            self._finish(
+                Phase.FAILED,
+                FailureReason.DEFERRED,
+                now,
+                detail=(
+                    f"the device deferred the update {self._deferrals} times (Update Result "
+                    f"11); the policy allows {self.policy.max_deferrals}"
+                ),
+                deferrals=self._deferrals,
+            )
             return
         again = now + self.policy.defer_retry_s
         if self._defer_deadline is not None:
@@ -1152,15 +1432,22 @@ class UpdateJob:
         if version is None:
             if fw is None:
                 return  # nothing read; the next Update reads again
-            self._finish(JobState.FAILED, FailureReason.VERSION_UNKNOWN, now, **details)
+            self._finish(Phase.FAILED, FailureReason.VERSION_UNKNOWN, now, **details)
         elif version == self.target.version and failure is None:
-            self._finish(JobState.SUCCEEDED, None, now, **details)
+            self._finish(Phase.SUCCEEDED, None, now, **details)
         elif version == self.old_version or result == UpdateResult.UPDATE_FAILED:
-            self._finish(JobState.FAILED, FailureReason.ROLLED_BACK, now, **details)
+            detail = f"the device re-registered on {version}, not {self.target.version}"
+            if result is not None:
+                detail += f" (Update Result {result})"
+            self._finish(Phase.FAILED, FailureReason.ROLLED_BACK, now, detail=detail, **details)
         elif failure is not None:
-            self._finish(JobState.FAILED, failure, now, **details)
+            self._finish(Phase.FAILED, failure, now, **details)
         else:
-            self._finish(JobState.FAILED, FailureReason.WRONG_VERSION, now, **details)
+            detail = (
+                f"the device re-registered on {version}: neither the target "
+                f"{self.target.version} nor its old version {self.old_version}"
+            )
+            self._finish(Phase.FAILED, FailureReason.WRONG_VERSION, now, detail=detail, **details)
 
     def _reread_version(self, now: float) -> None:
         """A version read missed /3/0/3: read again on our own (never wait for the next
@@ -1169,135 +1456,387 @@ class UpdateJob:
             return  # a read is on its way: its answer is judged
         if self._version_rereads >= self.policy.version_rereads:
             self._finish(
-                JobState.FAILED,
+                Phase.FAILED,
                 FailureReason.VERSION_UNKNOWN,
                 now,
+                detail=(
+                    f"/3/0/3 Firmware Version was not read after the reboot "
+                    f"({self._version_rereads} re-reads)"
+                ),
                 why="/3/0/3 not read",
                 rereads=self._version_rereads,
             )
             return
         self._version_rereads += 1
         self._log("reread_version", {"reread": self._version_rereads})
-        self._device(lambda cid: ReadFacts(command_id=cid, paths=VERSION_PATHS))
+        self._read(VERSION_PATHS)
 
-    def _on_result(self, command_id: str, ok: bool, code: str | None, now: float) -> None:
-        kind = self._pending.pop(command_id)
-        state = self.state
-        if ok:
-            self._contact(now)
-            if kind == "write_uri":
-                self._write_acked = True
-            elif kind == "push":
-                self._write_acked = True
-                self._device(lambda cid: ReadFacts(command_id=cid, paths=FIRMWARE_STATE_PATHS))
-            elif kind == "reset_uri" and state is JobState.STARTING:
-                self._device(lambda cid: ReadFacts(command_id=cid, paths=FIRMWARE_STATE_PATHS))
-            elif kind == "execute" and state is JobState.DOWNLOADED:
-                self._executed = True
-                self._go(JobState.INSTALLING, now, self.policy.updating_timeout_s)
-            elif kind == "cancel" and state is JobState.CANCELLING:
-                self._device(lambda cid: ReadFacts(command_id=cid, paths=FIRMWARE_STATE_PATHS))
-            return
+    # -- handlers: command results --------------------------------------------------------------
+    def _result_kind(self, ev: Event) -> str:
+        kind = self._pending.pop(ev.command_id or "", None)
+        assert kind is not None, ev
+        return kind
+
+    def _current_delivery(self, ev: Event) -> bool:
+        """The result answers the Write/Push of the delivery in progress (not an earlier
+        one the protocol fallback replaced)."""
+        return self._delivery_cid is None or ev.command_id == self._delivery_cid
+
+    def _h_ok(self, ev: Event) -> None:
+        """A device operation succeeded; what it means depends on the operation."""
+        kind = self._result_kind(ev)
+        self._contact(ev.now)
+        if kind in ("write_uri", "push") and self._current_delivery(ev):
+            self._write_acked = True
+            if kind == "push" and self.phase is Phase.DELIVERING:
+                self._read(FIRMWARE_STATE_PATHS)
+        elif kind == "reset_uri" and self.phase is Phase.RESETTING:
+            self._reset_acked = True
+            self._read(FIRMWARE_STATE_PATHS)
+        elif kind == "execute" and self.phase is Phase.EXECUTING:
+            self._executed = True
+            self._go(Phase.INSTALLING, ev.now, self.policy.updating_timeout_s)
+        elif kind == "cancel" and self.phase is Phase.CANCELLING:
+            self._read(FIRMWARE_STATE_PATHS)
+
+    def _h_failed(self, ev: Event) -> None:
+        """A device operation failed or got no answer."""
+        kind = self._result_kind(ev)
+        code = ev.code
+        now = ev.now
         reason = _reason_for_code(code)
+        phase = self.phase
+        detail = f"{_OPERATION.get(kind, kind)} was answered {code}"
         if kind in ("observe", "write_resource"):
             return  # reads on Register/Update cover a lost observation
         if kind == "read_facts":
-            if state is JobState.STARTING:
-                self._fail(reason, now, code=code)
+            if phase in (Phase.STARTING, Phase.RESETTING, Phase.BUSY):
+                self._fail(reason, now, detail=detail, code=code)
             return
-        if kind == "push" and state in _BEFORE_DOWNLOADED:
+        if kind in ("write_uri", "push") and not self._current_delivery(ev):
+            self._log("stale_result", {"command": kind, "code": code})
+            return
+        if kind == "push" and phase.state in _BEFORE_DOWNLOADED:
             self._push_failed = True  # whatever it left on the device is reset first
-        if kind in ("write_uri", "push") and state is JobState.DELIVERING:
+        if kind in ("write_uri", "push") and phase is Phase.DELIVERING:
             if kind == "push" and code == "timeout":
                 reason = FailureReason.TIMED_OUT
-            self._fail(reason, now, code=code, command=kind)
-        elif kind == "reset_uri" and state is JobState.STARTING:
+            self._fail(reason, now, detail=detail, code=code, command=kind)
+        elif kind == "reset_uri" and phase is Phase.RESETTING:
             if code == "4.05":
-                self._device(lambda cid: ReadFacts(command_id=cid, paths=FIRMWARE_STATE_PATHS))
+                self._reset_acked = True  # answered: the re-read says where it stands
+                self._read(FIRMWARE_STATE_PATHS)
             else:
-                self._fail(reason, now, code=code, command=kind)
-        elif kind == "execute" and state is JobState.DOWNLOADED:
-            self._execute_sent = False
+                self._fail(reason, now, detail=detail, code=code, command=kind)
+        elif kind == "execute" and phase is Phase.EXECUTING:
+            self.phase = Phase.DOWNLOADED
             if code not in ("timeout", "unreachable", "superseded"):
                 self._execute_attempted = False  # not sent, or refused by the device
             if code == "4.05" or reason is FailureReason.UNREACHABLE:
                 # not Downloaded any more, or the answer was lost: find out by reading
-                self._device(lambda cid: ReadFacts(command_id=cid, paths=FIRMWARE_STATE_PATHS))
+                self._read(FIRMWARE_STATE_PATHS)
             else:
-                self._finish(JobState.FAILED, reason, now, code=code, command=kind)
-        elif kind == "cancel" and state is JobState.CANCELLING:
+                self._finish(Phase.FAILED, reason, now, detail=detail, code=code, command=kind)
+        elif kind == "cancel" and phase is Phase.CANCELLING:
             if self._cancel_method == "execute" and code in ("4.00", "4.04", "4.05"):
                 self._log("cancel_fallback", {"code": code, "method": "reset"})
                 self._cancel_method = "reset"
                 self._device(lambda cid: Cancel(command_id=cid, method="reset"))
             elif code == "4.05":
-                self._device(lambda cid: ReadFacts(command_id=cid, paths=FIRMWARE_STATE_PATHS))
+                self._read(FIRMWARE_STATE_PATHS)
             elif reason is not FailureReason.UNREACHABLE:
-                self._finish(JobState.CANCELLED, FailureReason.CANCELLED, now, code=code)
+                self._finish(Phase.CANCELLED, FailureReason.CANCELLED, now, code=code)
 
-    def _on_timer(self, now: float) -> None:
-        if self.deadline is None or now < self.deadline:
-            self._log("timer_early", {"deadline": self.deadline})
+    # -- handlers: timers -----------------------------------------------------------------------
+    def _h_wake(self, ev: Event) -> None:
+        if not self._timer_due(ev):
             return
-        state = self.state
-        if state is JobState.WAITING:
-            self._wake(now)
-        elif state is JobState.CANCELLING:
-            self._finish(JobState.CANCELLED, FailureReason.CANCELLED, now, why="unconfirmed")
-        elif state in (JobState.INSTALLING, JobState.REBOOTING):
-            self._finish(JobState.TIMED_OUT, FailureReason.TIMED_OUT, now, timed_out=str(state))
-        else:
-            if state is JobState.DELIVERING and self._pushing():
-                self._push_failed = True  # out of time: a partial image, reset before retry
-            self._fail(FailureReason.TIMED_OUT, now, timed_out=str(state))
-
-    def _pushing(self) -> bool:
-        """A push of this job was sent and not (yet) acknowledged."""
-        plan = self.plan
-        return plan is not None and plan.choice is Choice.PUSH and not self._write_acked
-
-    def _wake(self, now: float) -> None:
+        now = ev.now
         why = self.wait
         if why is Wait.RETRY:
             self.attempts += 1
         if why in (Wait.EXECUTE_WINDOW, Wait.DEFERRED):
-            self._go(JobState.DOWNLOADED, now, self.policy.downloaded_timeout_s)
+            self._go(Phase.DOWNLOADED, now, self.policy.downloaded_timeout_s)
             self._try_execute(now)
             return
         if self.attempts == 0:
             self.attempts = 1
         self._begin(now)
 
-    def _on_cancel(self, now: float) -> None:
-        state = self.state
-        if state in (JobState.INSTALLING, JobState.REBOOTING):
-            self._log("cancel_rejected", {"state": str(state), "why": "installing"})
+    def _h_timeout_retry(self, ev: Event) -> None:
+        """A deadline before the install started: retry within the budget."""
+        if not self._timer_due(ev):
             return
-        if state is JobState.CANCELLING:
-            return
-        if not self._delivered and not self._resetting:
-            self._finish(JobState.CANCELLED, FailureReason.CANCELLED, now, why="not started")
-            return
-        self._go(JobState.CANCELLING, now, self.policy.cancel_timeout_s)
-        self._send_cancel(now)
-
-    def _send_cancel(self, now: float) -> None:
-        facts = self.facts
-        modern = facts.lwm2m_version is not None and facts.lwm2m_version != "1.0"
-        method: Literal["execute", "reset"] = (
-            "execute" if modern and facts.has_cancel is not False else "reset"
+        if self.phase is Phase.DELIVERING and self._pushing():
+            self._push_failed = True  # out of time: a partial image, reset before retry
+        state = str(self.state)
+        self._fail(
+            FailureReason.TIMED_OUT,
+            ev.now,
+            detail=f"the job stayed in {state} past its deadline",
+            timed_out=state,
         )
-        if self._cancel_method == "reset":
-            method = "reset"
-        self._cancel_method = method
-        self._device(lambda cid: Cancel(command_id=cid, method=method))
 
+    def _h_timeout_final(self, ev: Event) -> None:
+        """A deadline after the install started: never retried."""
+        if not self._timer_due(ev):
+            return
+        state = str(self.state)
+        detail = (
+            "the device did not re-register with a confirmed version in time"
+            if self.phase is Phase.REBOOTING
+            else "the install (State Updating) did not end in time"
+        )
+        self._finish(
+            Phase.TIMED_OUT, FailureReason.TIMED_OUT, ev.now, detail=detail, timed_out=state
+        )
+
+    def _h_timeout_busy(self, ev: Event) -> None:
+        if not self._timer_due(ev):
+            return
+        since = self._busy_since if self._busy_since is not None else ev.now
+        waited = ev.now - since
+        self._finish(
+            Phase.FAILED,
+            FailureReason.DEVICE_BUSY,
+            ev.now,
+            detail=(
+                "Object 5 was in State Updating with an update this job did not start, "
+                f"first seen {waited:.0f} s ago, and never went back to Idle "
+                f"(updating_timeout_s={self.policy.updating_timeout_s:g})"
+            ),
+            busy_s=waited,
+        )
+
+    def _h_timeout_cancel(self, ev: Event) -> None:
+        if not self._timer_due(ev):
+            return
+        self._finish(Phase.CANCELLED, FailureReason.CANCELLED, ev.now, why="unconfirmed")
+
+    def _pushing(self) -> bool:
+        """A push of this job was sent and not (yet) acknowledged."""
+        plan = self.plan
+        return plan is not None and plan.choice is Choice.PUSH and not self._write_acked
+
+
+Handler = Callable[[UpdateJob, Event], None]
+
+
+@dataclass(frozen=True, slots=True)
+class Row:
+    """One row of :data:`TRANSITIONS`: who decides, and where it may lead."""
+
+    handler: Handler
+    to: frozenset[Phase]
+
+    @property
+    def states(self) -> frozenset[JobState]:
+        """The public states the row may lead to."""
+        return frozenset(p.state for p in self.to)
+
+
+_P = Phase
+_I = Input
+_U = UpdateJob
+
+_IGNORED: dict[tuple[Phase, Input], str] = {}
+"""Why each ignoring row ignores its input (logged as event ``ignored``)."""
+
+
+def _row(handler: Handler, *to: Phase) -> Row:
+    return Row(handler, frozenset(to))
+
+
+def _ignoring(phases: Iterable[Phase], inputs: Iterable[Input], why: str) -> dict[Any, Row]:
+    rows: dict[Any, Row] = {}
+    for phase in phases:
+        for input_ in inputs:
+            _IGNORED[(phase, input_)] = why
+            rows[(phase, input_)] = _row(_U._h_ignore, phase)
+    return rows
+
+
+_DECIDED: Final = (
+    _P.STARTING,
+    _P.RESETTING,
+    _P.BUSY,
+    _P.WAITING,
+    _P.DELIVERING,
+    _P.DOWNLOADED,
+    _P.EXECUTING,
+    _P.INSTALLING,
+    _P.REBOOTING,
+    _P.SUCCEEDED,
+    _P.FAILED,
+)
+"""Where a start decision (facts read in STARTING) may lead."""
+_FOLLOWED: Final = (
+    _P.DELIVERING,
+    _P.STARTING,
+    _P.DOWNLOADED,
+    _P.EXECUTING,
+    _P.INSTALLING,
+    _P.REBOOTING,
+    _P.WAITING,
+    _P.FAILED,
+    _P.TIMED_OUT,
+)
+"""Where Object 5 State/Result seen while delivering or downloaded may lead."""
+
+#: The transition table: (phase, input) -> handler and the phases it may lead to.
+TRANSITIONS: Final[dict[tuple[Phase, Input], Row]] = {
+    # PENDING: created, not started; the shell may hold it idle while the device talks
+    (_P.PENDING, _I.START): _row(_U._h_start, _P.STARTING),
+    (_P.PENDING, _I.HOLD): _row(_U._h_hold, _P.WAITING),
+    (_P.PENDING, _I.CANCEL): _row(_U._h_cancel_at_once, _P.CANCELLED),
+    (_P.PENDING, _I.RESUME): _row(_U._h_resume, _P.PENDING),
+    **_ignoring(
+        [_P.PENDING],
+        [_I.FACTS, _I.FIRMWARE_STATE, _I.REGISTERED, _I.UPDATED, _I.TIMER],
+        "not started: nothing to follow yet",
+    ),
+    # WAITING: throttle, retry backoff, window, poor link, deferral
+    (_P.WAITING, _I.START): _row(_U._h_start, _P.STARTING, _P.WAITING),
+    (_P.WAITING, _I.TIMER): _row(_U._h_wake, _P.WAITING, _P.STARTING, _P.DOWNLOADED, _P.EXECUTING),
+    (_P.WAITING, _I.HOLD): _row(_U._h_hold, _P.WAITING),
+    (_P.WAITING, _I.CANCEL): _row(_U._h_cancel_at_once, _P.CANCELLED, _P.CANCELLING),
+    (_P.WAITING, _I.RESUME): _row(_U._h_resume, _P.WAITING),
+    (_P.WAITING, _I.FIRMWARE_STATE): _row(_U._h_fw_waiting, _P.WAITING, _P.INSTALLING),
+    (_P.WAITING, _I.FACTS): _row(_U._h_facts_follow, _P.WAITING, _P.INSTALLING, _P.REBOOTING),
+    (_P.WAITING, _I.REGISTERED): _row(_U._h_reg_contact, _P.WAITING),
+    (_P.WAITING, _I.UPDATED): _row(_U._h_reg_contact, _P.WAITING),
+    (_P.WAITING, _I.COMMAND_OK): _row(_U._h_ok, _P.WAITING),
+    (_P.WAITING, _I.COMMAND_FAILED): _row(_U._h_failed, _P.WAITING),
+    # STARTING: reading /5/0, /3/0/3, /4/0
+    (_P.STARTING, _I.FACTS): _row(_U._h_facts_starting, *_DECIDED),
+    (_P.STARTING, _I.FIRMWARE_STATE): _row(_U._h_fw_starting, *_DECIDED),
+    (_P.STARTING, _I.COMMAND_OK): _row(_U._h_ok, _P.STARTING),
+    (_P.STARTING, _I.COMMAND_FAILED): _row(_U._h_failed, _P.STARTING, _P.WAITING, _P.FAILED),
+    (_P.STARTING, _I.TIMER): _row(_U._h_timeout_retry, _P.STARTING, _P.WAITING, _P.TIMED_OUT),
+    (_P.STARTING, _I.CANCEL): _row(_U._h_cancel_at_once, _P.CANCELLED, _P.CANCELLING),
+    (_P.STARTING, _I.HOLD): _row(_U._h_hold, _P.WAITING),
+    (_P.STARTING, _I.REGISTERED): _row(_U._h_reg_starting, _P.STARTING),
+    (_P.STARTING, _I.UPDATED): _row(_U._h_reg_starting, _P.STARTING),
+    (_P.STARTING, _I.RESUME): _row(_U._h_resume, _P.STARTING),
+    # RESETTING (STARTING): empty /5/0/1 written; its answer, then a re-read, decide
+    (_P.RESETTING, _I.FACTS): _row(_U._h_facts_resetting, *_DECIDED),
+    (_P.RESETTING, _I.FIRMWARE_STATE): _row(_U._h_fw_resetting, *_DECIDED),
+    (_P.RESETTING, _I.COMMAND_OK): _row(_U._h_ok, _P.RESETTING),
+    (_P.RESETTING, _I.COMMAND_FAILED): _row(_U._h_failed, _P.RESETTING, _P.WAITING, _P.FAILED),
+    (_P.RESETTING, _I.TIMER): _row(_U._h_timeout_retry, _P.RESETTING, _P.WAITING, _P.TIMED_OUT),
+    (_P.RESETTING, _I.CANCEL): _row(_U._h_cancel, _P.CANCELLING),
+    (_P.RESETTING, _I.HOLD): _row(_U._h_hold, _P.WAITING),
+    (_P.RESETTING, _I.REGISTERED): _row(_U._h_reg_starting, _P.RESETTING),
+    (_P.RESETTING, _I.UPDATED): _row(_U._h_reg_starting, _P.RESETTING),
+    (_P.RESETTING, _I.RESUME): _row(_U._h_resume, _P.STARTING),
+    # BUSY (STARTING): someone else's update; one deadline from when it was first seen
+    (_P.BUSY, _I.FACTS): _row(_U._h_facts_starting, *_DECIDED),
+    (_P.BUSY, _I.FIRMWARE_STATE): _row(_U._h_fw_starting, *_DECIDED),
+    (_P.BUSY, _I.COMMAND_OK): _row(_U._h_ok, _P.BUSY),
+    (_P.BUSY, _I.COMMAND_FAILED): _row(_U._h_failed, _P.BUSY, _P.WAITING, _P.FAILED),
+    (_P.BUSY, _I.TIMER): _row(_U._h_timeout_busy, _P.BUSY, _P.FAILED),
+    (_P.BUSY, _I.CANCEL): _row(_U._h_cancel_at_once, _P.CANCELLED, _P.CANCELLING),
+    (_P.BUSY, _I.HOLD): _row(_U._h_hold, _P.WAITING),
+    (_P.BUSY, _I.REGISTERED): _row(_U._h_reg_starting, _P.BUSY),
+    (_P.BUSY, _I.UPDATED): _row(_U._h_reg_starting, _P.BUSY),
+    (_P.BUSY, _I.RESUME): _row(_U._h_resume, _P.BUSY),
+    # DELIVERING: following Downloading -> Downloaded
+    (_P.DELIVERING, _I.FIRMWARE_STATE): _row(_U._h_fw_delivering, *_FOLLOWED),
+    (_P.DELIVERING, _I.FACTS): _row(_U._h_facts_follow, *_FOLLOWED),
+    (_P.DELIVERING, _I.COMMAND_OK): _row(_U._h_ok, _P.DELIVERING),
+    (_P.DELIVERING, _I.COMMAND_FAILED): _row(
+        _U._h_failed, _P.DELIVERING, _P.WAITING, _P.FAILED, _P.TIMED_OUT
+    ),
+    (_P.DELIVERING, _I.TIMER): _row(_U._h_timeout_retry, _P.DELIVERING, _P.WAITING, _P.TIMED_OUT),
+    (_P.DELIVERING, _I.CANCEL): _row(_U._h_cancel, _P.CANCELLING),
+    (_P.DELIVERING, _I.REGISTERED): _row(_U._h_reg_follow, _P.DELIVERING),
+    (_P.DELIVERING, _I.UPDATED): _row(_U._h_reg_follow, _P.DELIVERING),
+    (_P.DELIVERING, _I.RESUME): _row(_U._h_resume, _P.DELIVERING),
+    # DOWNLOADED: deciding to Execute (window, /5/0/14, a re-read)
+    (_P.DOWNLOADED, _I.FIRMWARE_STATE): _row(_U._h_fw_downloaded, *_FOLLOWED),
+    (_P.DOWNLOADED, _I.FACTS): _row(_U._h_facts_follow, *_FOLLOWED),
+    (_P.DOWNLOADED, _I.COMMAND_OK): _row(_U._h_ok, _P.DOWNLOADED),
+    (_P.DOWNLOADED, _I.COMMAND_FAILED): _row(_U._h_failed, _P.DOWNLOADED),
+    (_P.DOWNLOADED, _I.TIMER): _row(_U._h_timeout_retry, _P.DOWNLOADED, _P.WAITING, _P.TIMED_OUT),
+    (_P.DOWNLOADED, _I.CANCEL): _row(_U._h_cancel, _P.CANCELLING),
+    (_P.DOWNLOADED, _I.REGISTERED): _row(_U._h_reg_downloaded, _P.DOWNLOADED, _P.REBOOTING),
+    (_P.DOWNLOADED, _I.UPDATED): _row(_U._h_reg_downloaded, _P.DOWNLOADED),
+    (_P.DOWNLOADED, _I.RESUME): _row(_U._h_resume, _P.DOWNLOADED),
+    # EXECUTING (DOWNLOADED): Execute /5/0/2 sent, its answer awaited
+    (_P.EXECUTING, _I.FIRMWARE_STATE): _row(_U._h_fw_downloaded, *_FOLLOWED),
+    (_P.EXECUTING, _I.FACTS): _row(_U._h_facts_follow, *_FOLLOWED),
+    (_P.EXECUTING, _I.COMMAND_OK): _row(_U._h_ok, _P.EXECUTING, _P.INSTALLING),
+    (_P.EXECUTING, _I.COMMAND_FAILED): _row(_U._h_failed, _P.EXECUTING, _P.DOWNLOADED, _P.FAILED),
+    (_P.EXECUTING, _I.TIMER): _row(_U._h_timeout_retry, _P.EXECUTING, _P.WAITING, _P.TIMED_OUT),
+    (_P.EXECUTING, _I.CANCEL): _row(_U._h_cancel, _P.CANCELLING),
+    (_P.EXECUTING, _I.REGISTERED): _row(_U._h_reg_downloaded, _P.EXECUTING, _P.REBOOTING),
+    (_P.EXECUTING, _I.UPDATED): _row(_U._h_reg_downloaded, _P.EXECUTING),
+    (_P.EXECUTING, _I.RESUME): _row(_U._h_resume, _P.DOWNLOADED),
+    # INSTALLING: State Updating (or Execute accepted); never retried from here on
+    (_P.INSTALLING, _I.FIRMWARE_STATE): _row(
+        _U._h_fw_installing, _P.INSTALLING, _P.REBOOTING, _P.FAILED, _P.WAITING
+    ),
+    (_P.INSTALLING, _I.FACTS): _row(
+        _U._h_facts_follow, _P.INSTALLING, _P.REBOOTING, _P.FAILED, _P.WAITING
+    ),
+    (_P.INSTALLING, _I.COMMAND_OK): _row(_U._h_ok, _P.INSTALLING),
+    (_P.INSTALLING, _I.COMMAND_FAILED): _row(_U._h_failed, _P.INSTALLING),
+    (_P.INSTALLING, _I.TIMER): _row(_U._h_timeout_final, _P.INSTALLING, _P.TIMED_OUT),
+    (_P.INSTALLING, _I.CANCEL): _row(_U._h_cancel_rejected, _P.INSTALLING),
+    (_P.INSTALLING, _I.REGISTERED): _row(_U._h_reg_installing, _P.REBOOTING),
+    (_P.INSTALLING, _I.UPDATED): _row(_U._h_reg_installing, _P.INSTALLING),
+    (_P.INSTALLING, _I.RESUME): _row(_U._h_resume, _P.INSTALLING),
+    # REBOOTING: the re-registration and a confirmed version
+    (_P.REBOOTING, _I.FIRMWARE_STATE): _row(_U._h_fw_rebooting, _P.REBOOTING),
+    (_P.REBOOTING, _I.FACTS): _row(_U._h_facts_rebooting, _P.REBOOTING, _P.SUCCEEDED, _P.FAILED),
+    (_P.REBOOTING, _I.COMMAND_OK): _row(_U._h_ok, _P.REBOOTING),
+    (_P.REBOOTING, _I.COMMAND_FAILED): _row(_U._h_failed, _P.REBOOTING),
+    (_P.REBOOTING, _I.TIMER): _row(_U._h_timeout_final, _P.REBOOTING, _P.TIMED_OUT),
+    (_P.REBOOTING, _I.CANCEL): _row(_U._h_cancel_rejected, _P.REBOOTING),
+    (_P.REBOOTING, _I.REGISTERED): _row(_U._h_reg_rebooting, _P.REBOOTING),
+    (_P.REBOOTING, _I.UPDATED): _row(_U._h_reg_rebooting, _P.REBOOTING),
+    (_P.REBOOTING, _I.RESUME): _row(_U._h_resume, _P.REBOOTING),
+    # CANCELLING: Idle after Cancel /5/0/10 or an empty /5/0/1
+    (_P.CANCELLING, _I.FIRMWARE_STATE): _row(
+        _U._h_fw_cancelling, _P.CANCELLING, _P.CANCELLED, _P.INSTALLING
+    ),
+    (_P.CANCELLING, _I.FACTS): _row(_U._h_facts_follow, _P.CANCELLING, _P.CANCELLED, _P.INSTALLING),
+    (_P.CANCELLING, _I.COMMAND_OK): _row(_U._h_ok, _P.CANCELLING),
+    (_P.CANCELLING, _I.COMMAND_FAILED): _row(_U._h_failed, _P.CANCELLING, _P.CANCELLED),
+    (_P.CANCELLING, _I.TIMER): _row(_U._h_timeout_cancel, _P.CANCELLING, _P.CANCELLED),
+    (_P.CANCELLING, _I.REGISTERED): _row(_U._h_reg_follow, _P.CANCELLING),
+    (_P.CANCELLING, _I.UPDATED): _row(_U._h_reg_follow, _P.CANCELLING),
+    (_P.CANCELLING, _I.RESUME): _row(_U._h_resume, _P.CANCELLING),
+    **_ignoring([_P.CANCELLING], [_I.CANCEL], "already cancelling"),
+    # results of commands the job no longer waits for, in every phase
+    **_ignoring(
+        [p for p in Phase if p not in TERMINAL_PHASES],
+        [_I.STALE_RESULT],
+        "a result of a command the job does not wait for (sent before a restart)",
+    ),
+    # terminal phases are absorbing: late notifications, results, timers change nothing
+    **_ignoring(TERMINAL_PHASES, list(Input), "the job has ended"),
+}
+
+_OPERATION: Final = {
+    "read_facts": "the read of the device's facts",
+    "write_uri": "Write /5/0/1 Package URI",
+    "reset_uri": "Write of an empty /5/0/1 (reset)",
+    "push": "Write /5/0/0 Package (push)",
+    "execute": "Execute /5/0/2 Update",
+    "cancel": "the cancel (/5/0/10 or an empty /5/0/1)",
+}
+"""Operations named in failure details."""
 
 _BEFORE_DOWNLOADED: Final = frozenset({JobState.STARTING, JobState.DELIVERING, JobState.WAITING})
 """States in which a failed push leaves at most a partial image on the device."""
 
-_BEFORE_INSTALL: Final = frozenset({JobState.WAITING, JobState.DELIVERING, JobState.DOWNLOADED})
-"""States in which facts naming the target version mean an install we did not follow."""
+_BEFORE_INSTALL: Final = frozenset({_P.WAITING, _P.DELIVERING, _P.DOWNLOADED, _P.EXECUTING})
+"""Phases in which facts naming the target version mean an install we did not follow."""
+
+
+def _scheme_of(uri: str | None) -> str | None:
+    return uri.split("://", 1)[0].lower() if uri and "://" in uri else None
 
 
 def _compact(facts: DeviceFacts) -> dict[str, Any]:
@@ -1316,7 +1855,10 @@ def _command_details(command: Command) -> dict[str, Any]:
 __all__ = [
     "ALL_FACT_PATHS",
     "FIRMWARE_STATE_PATHS",
+    "MOVING_STATES",
+    "PHASE_STATE",
     "TERMINAL",
+    "TERMINAL_PHASES",
     "TERMINAL_STATES",
     "TRANSITIONS",
     "VERSION_PATHS",
@@ -1324,6 +1866,7 @@ __all__ = [
     "CancelUpdate",
     "Command",
     "DeviceFacts",
+    "Event",
     "Execute",
     "Finish",
     "Input",
@@ -1332,11 +1875,14 @@ __all__ = [
     "JobTarget",
     "Log",
     "Observe",
+    "Phase",
     "Push",
     "RadioFigures",
     "ReadFacts",
     "ResetUri",
+    "Row",
     "SetTimer",
+    "TableViolation",
     "UpdateJob",
     "Wait",
     "WriteResource",

@@ -1,11 +1,12 @@
 """Typed failure reasons of update jobs: why a device did not end on the target firmware.
 
 The first group mirrors the Update Result codes 2-11 of Object 5 (/5/0/5; OMA registry
-``5.xml``, codes 10 and 11 from object version 1.1; see ``lwm2m-reference.md`` §2). The
+``5.xml``, codes 10 and 11 from object version 1.1; TS Core 1.2 Appendix E.6). The
 second group is what only the server can observe: a state that did not move in time, a
 device that came back on its old firmware (rollback), one that never answered, an operator
 cancel, an error code from a device-management operation, no delivery method the device
-and the repository share. The string values are stable: they are stored with each job and
+and the repository share, an update of someone else that never ends, an Object 5 that
+ignores the reset. The string values are stable: they are stored with each job and
 shown in APIs and campaign counters (pain point "failure reason missing or wrong").
 """
 
@@ -54,6 +55,12 @@ class FailureReason(StrEnum):
     """The device has no readable Object 5 instance /5/0."""
     LINK_TOO_POOR = "link_too_poor"
     """A push-only device whose radio never got good enough within the allowed wait."""
+    DEVICE_BUSY = "device_busy"
+    """Object 5 stayed Updating with an update the job did not start (someone else's),
+    past ``updating_timeout_s`` from when that was first seen."""
+    OBJECT5_STUCK = "object5_stuck"
+    """Object 5 stayed Downloading/Downloaded after the reset writes (empty Package URI,
+    TS Core E.6) were acknowledged: the device ignores the reset."""
 
     @classmethod
     def from_update_result(cls, code: int) -> FailureReason | None:
