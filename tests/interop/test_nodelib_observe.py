@@ -1,7 +1,7 @@
 """Cancel Observation (TS Core 1.1.1 §6.4.5, RFC 7641 §3.6) against lwm2m-node-lib 1.4.0.
 
-The lwm2m-node-lib client (``peers/nodelib_client.js``) registers through a tap: a
-:class:`fotakit.sim.relay.UdpRelay` that decodes every datagram either way, so the test
+The lwm2m-node-lib client (``peers/nodelib_client.js``) registers through a tap
+(``tests/coap_tap.py``: a relay that decodes every datagram either way), so the test
 counts what the Node client really sends after the cancel.
 
 What lwm2m-node-lib 1.4.0 does with RFC 7641's proactive cancel: nothing useful. Its read
@@ -18,16 +18,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 from typing import Any
 
-import aiocoap
 import pytest
-from aiocoap.numbers.types import ACK, RST
+from aiocoap.numbers.types import RST
 
+from coap_tap import CoapTap, Seen
 from fotakit.lwm2m.path import Path
 from fotakit.server import LwM2MServer, Notification, ObservationEnded, Registered
-from fotakit.sim.relay import Address, UdpRelay
 
 pytestmark = pytest.mark.interop
 
@@ -39,57 +37,8 @@ STATE = Path(5, 0, 3)
 WAIT = 5.0
 
 
-@dataclass(frozen=True)
-class Seen:
-    """One datagram through the tap: ``up`` is client -> server."""
-
-    up: bool
-    message: aiocoap.Message
-
-
-class CoapTap(UdpRelay):
-    """A relay without impairments that keeps every datagram, decoded, in order."""
-
-    def __init__(self, target: Address) -> None:
-        super().__init__(target)
-        self.seen: list[Seen] = []
-        self._changed = asyncio.Event()
-
-    def _keep(self, up: bool, data: bytes) -> None:
-        self.seen.append(Seen(up, aiocoap.Message.decode(data)))
-        self._changed.set()
-
-    def _from_client(self, data: bytes, client: Address, fd: int | None = None) -> None:
-        self._keep(True, data)
-        super()._from_client(data, client, fd)
-
-    def _from_server(self, client: Address, data: bytes, fd: int | None = None) -> None:
-        self._keep(False, data)
-        super()._from_server(client, data, fd)
-
-    async def wait_for(self, found: Callable[[list[Seen]], bool]) -> None:
-        async with asyncio.timeout(WAIT):
-            while not found(self.seen):
-                self._changed.clear()
-                await self._changed.wait()
-
-
-def notifications_after(tap: CoapTap, mark: int) -> list[aiocoap.Message]:
-    """What the client sent after ``mark`` that carries an Observe option."""
-    return [s.message for s in tap.seen[mark:] if s.up and s.message.opt.observe is not None]
-
-
 def is_cancel(seen: Seen) -> bool:
     return not seen.up and seen.message.opt.observe == 1
-
-
-def answers_to(tap: CoapTap, mid: int) -> list[object]:
-    """The types of the server's empty ACK/RST messages for the client's message ``mid``."""
-    return [
-        s.message.mtype
-        for s in tap.seen
-        if not s.up and s.message.mid == mid and s.message.mtype in (ACK, RST)
-    ]
 
 
 async def test_nodelib_client_stops_notifying_once_the_cancel_rst_reached_it(
@@ -128,9 +77,9 @@ async def test_nodelib_client_stops_notifying_once_the_cancel_rst_reached_it(
             assert not cancel.done()  # lwm2m-node-lib never answers it
             sent = []
             for value in range(2, 7):
-                before = len(notifications_after(tap, mark))
+                before = len(tap.notifications_after(mark))
                 await change(value)
-                sent.append(len(notifications_after(tap, mark)) - before)
+                sent.append(len(tap.notifications_after(mark)) - before)
             return sent
 
         obs = await asyncio.wait_for(server.observe(ep, STATE), WAIT)
@@ -155,13 +104,13 @@ async def test_nodelib_client_stops_notifying_once_the_cancel_rst_reached_it(
                 if isinstance(event, Notification):
                     delivered.append(event)
 
-    late = notifications_after(tap, mark)
+    late = tap.notifications_after(mark)
     # lwm2m-node-lib ignores the GET, so its next notification still goes out; with it
     # at most its late answer to that GET (node-lib marks it Observe=1 as well).
     assert 1 <= len(late) <= 2, late
     assert sent[-3:] == [0, 0, 0], sent  # stopped: more changes, nothing sent
     for message in late:
         assert message.token == obs.token, message
-        assert answers_to(tap, message.mid) == [RST], message  # refused, never ACKed
+        assert tap.answers_to(message.mid) == [RST], message  # refused, never ACKed
     assert delivered == []
     assert obs.id not in server.observations
