@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 
 import aiocoap
 import aiocoap.meta
@@ -66,15 +66,14 @@ async def ctx() -> AsyncIterator[tuple[aiocoap.Context, int]]:
 
 
 @pytest.fixture
-def peer() -> RawPeer:
+def peer() -> Iterator[RawPeer]:
     raw = RawPeer()
-    yield raw  # type: ignore[misc]
+    yield raw
     raw.sock.close()
 
 
 def get(port: int, observe: int) -> aiocoap.Message:
-    msg = aiocoap.Message(code=Code.GET, uri=f"coap://127.0.0.1:{port}/5/0/3", observe=observe)
-    return msg
+    return aiocoap.Message(code=Code.GET, uri=f"coap://127.0.0.1:{port}/5/0/3", observe=observe)
 
 
 def test_the_aiocoap_release_is_the_one_compat_was_checked_against() -> None:
@@ -129,3 +128,16 @@ async def test_a_stopped_observation_gets_rst_for_its_next_notification(
     reset, _ = await peer.receive()
     assert (reset.mtype, reset.mid, reset.code) == (RST, 101, Code.EMPTY)
     assert notifications.empty()
+
+
+async def test_a_piggybacked_answer_completes_the_cancel_even_with_an_observe_option(
+    ctx: tuple[aiocoap.Context, int], peer: RawPeer
+) -> None:
+    # RFC 7641 §4.1 forbids the option there, but the ACK is the answer by its Message ID.
+    context, _ = ctx
+    handle = send_observation_cancel(context, get(peer.port, 1), b"\x0c\x01")
+    request, addr = await peer.receive()
+    answer = message(ACK, request.mid, b"\x0c\x01", Code.CONTENT, observe=4, payload=b"x")
+    await peer.send(answer, addr)
+    got = await asyncio.wait_for(handle.response, WAIT)
+    assert got.code == Code.CONTENT and got.opt.observe == 4

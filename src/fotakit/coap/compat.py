@@ -13,9 +13,10 @@ one place that reaches into aiocoap for that, per context, by instance attribute
 * :func:`send_observation_cancel` sends a request under a token the caller chooses: the
   context's ``TokenManager.next_token`` hands that token to the request sent from within
   the call (a context variable, which the task ``Context.request`` starts inherits).
-  While that cancel is outstanding, a *notification* (a response with an Observe option)
-  on its token is not taken for its answer: it is refused (RST), since it belongs to the
-  observation being cancelled; the answer is the response without Observe.
+  While that cancel is outstanding, a *notification* (a CON or NON response with an
+  Observe option) on its token is not taken for its answer: it is refused (RST), since
+  it belongs to the observation being cancelled; the answer is the piggybacked one, or
+  a separate response without Observe (RFC 7641 §4.1: it MUST NOT carry one).
 * Every notification no request is waiting for is answered with RST, NON too (aiocoap
   already does CON).
 * :func:`stop_observing` drops the interest of an aiocoap ``Request`` in its token at
@@ -33,7 +34,7 @@ from typing import Any, Final
 
 import aiocoap
 from aiocoap.numbers.codes import Code
-from aiocoap.numbers.types import NON, RST
+from aiocoap.numbers.types import ACK, NON, RST
 from aiocoap.tokenmanager import TokenManager
 
 #: The aiocoap release these internals were read in and tested against.
@@ -62,8 +63,14 @@ class _CancelAwareness:
 
     def process_response(self, response: aiocoap.Message) -> bool:
         token = bytes(response.token)
-        if response.opt.observe is not None and token in self.cancelling:
-            matched = False  # a notification of the observation being cancelled
+        if (
+            response.opt.observe is not None
+            and response.mtype is not ACK
+            and token in self.cancelling
+        ):
+            # A notification of the observation being cancelled. (A piggybacked answer
+            # is the cancel's own, by its Message ID, Observe option or not.)
+            matched = False
         else:
             matched = bool(self._process_response(response))
         if not matched and response.opt.observe is not None and response.mtype is NON:
