@@ -1,17 +1,17 @@
 """An observation the server holds on a client resource (TS Core 1.1.1 §6.4.3, RFC 7641).
 
-aiocoap does the observe plumbing (tokens, ordering by sequence number, RST of unknown
-notifications). This class is what a caller holds: the first value in :attr:`initial`,
-then every notification, in order, by ``async for notification in obs`` (the same
-notifications are also published as :class:`~fotakit.server.events.Notification`
-events). Iteration ends when the observation ends, whatever the reason.
+aiocoap does the observe plumbing (tokens, ordering by sequence number). This class is
+what a caller holds: the first value in :attr:`initial`, then every notification, in
+order, by ``async for notification in obs`` (the same notifications are also published as
+:class:`~fotakit.server.events.Notification` events). Iteration ends when the observation
+ends, whatever the reason.
 
-Cancellation (§6.4.5). aiocoap assigns every request a fresh token and offers no way to
-send a GET with Observe=1 carrying the token of the observation, so ``cancel_observe``
-does both halves RFC 7641 §3.6 allows: it sends a GET with Observe=1 on the same path
-(clients that match the cancel by path stop at once) and drops its interest in the old
-token, so that the next notification on it is answered with RST, which ends the
-observation in every compliant client.
+Cancellation (TS Core §6.4.5, RFC 7641 §3.6). Ending an observation here drops aiocoap's
+interest in its token at once, so any later notification on it is answered with RST
+(reactive cancellation; NON notifications too, see :mod:`fotakit.coap.compat`).
+``LwM2MServer.cancel_observe`` then also cancels proactively: a GET with Observe=1 under
+the observation's own :attr:`Observation.token` and the registration's options, which
+ends the observation on the device before it sends anything more.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
+from fotakit.coap.compat import stop_observing
 from fotakit.lwm2m.codecs import ContentFormat
 from fotakit.lwm2m.model import Content
 from fotakit.lwm2m.path import Path
@@ -37,7 +38,7 @@ class Observation:
     path: Path
     format: ContentFormat | None
     initial: Content = field(default_factory=dict)
-    token: bytes = b""
+    token: bytes = b""  # the CoAP token of the registration (RFC 7641 §3.6 cancel)
     ended: bool = False
     end_reason: str = ""
     _queue: asyncio.Queue[Notification | None] = field(default_factory=asyncio.Queue)
@@ -56,14 +57,8 @@ class Observation:
         self._queue.put_nowait(None)
         handle, self._handle = self._handle, None
         if handle is not None:
-            observation = getattr(handle, "observation", None)
-            if observation is not None and not observation.cancelled:
-                observation.cancel()
-            # Drop aiocoap's interest in the token now (not at the next notification), so
-            # the very next notification is answered with RST (RFC 7641 §3.6).
-            stop_interest = getattr(handle, "_stop_interest", None)
-            if callable(stop_interest):
-                stop_interest()
+            # Now, not at the next notification: that one is answered with RST.
+            stop_observing(handle)
         return True
 
     def __aiter__(self) -> AsyncIterator[Notification]:

@@ -28,6 +28,13 @@ Theory of operation
   an Update; its current value arrives as a :class:`Notification` with ``initial=True``.
   A Register instead drops them, as LwM2M says a new Register cancels all observations
   (TS Core §6.4.3); the orchestrator re-observes on the :class:`Registered` event.
+* **Cancel Observation** (TS Core §6.4.5, RFC 7641 §3.6). :meth:`cancel_observe` ends
+  the observation here, which makes any later notification on its token an unknown one,
+  answered with RST (reactive), then sends a GET with Observe=1 under the observation's
+  own token and options (proactive), which ends it on the device before it notifies
+  again. Any notification nobody observes (unknown token, cancelled observation), CON or
+  NON, is answered with RST (:mod:`fotakit.coap.compat`). A sleeping queue-mode client
+  gets only the reactive half.
 * **Observe transport.** Observations are sent without aiocoap's block-wise layer, whose
   observation relay keeps only the latest notification; LwM2M notifications of the few
   resources worth observing (/5/0/3, /5/0/5, /3/0/3) fit one datagram.
@@ -49,6 +56,7 @@ import aiocoap
 import aiocoap.error
 
 from fotakit.coap import create_endpoint
+from fotakit.coap.compat import reset_unknown_notifications, send_observation_cancel
 from fotakit.lwm2m import codecs
 from fotakit.lwm2m.attributes import NotificationAttributes
 from fotakit.lwm2m.codecs import CodecError, ContentFormat
@@ -151,6 +159,7 @@ class LwM2MServer:
             self._ctx, self._port = await create_endpoint(
                 build_site(self), self.config.host, self.config.port
             )
+            reset_unknown_notifications(self._ctx)
         except BaseException:
             if opened_here:
                 await self._store.close()
@@ -657,7 +666,14 @@ class LwM2MServer:
         return obs
 
     async def cancel_observe(self, obs: Observation) -> None:
-        """Cancel an observation (TS Core §6.4.5); see :mod:`fotakit.server.observations`."""
+        """Cancel an observation (TS Core §6.4.5, RFC 7641 §3.6).
+
+        Ended here first (a notification arriving from now on is answered with RST), then
+        a GET with Observe=1 goes to the device under the observation's token, with the
+        path and Accept of the registration; returns once the device answered it (or did
+        not, within the request timeout: the RST still ends it at its next notification).
+        """
+        token = obs.token
         if not obs._end("cancelled"):
             return
         self._observations.pop(obs.id, None)
@@ -671,10 +687,12 @@ class LwM2MServer:
         reg = self._regs.get(obs.endpoint)
         if reg is None or (reg.queue_mode and not self._awake.is_awake(reg.endpoint)):
             return
+        if not token or reg.registration_id != obs.registration_id:
+            return  # never established, or its registration (and the device's) is gone
         accept = int(obs.format) if obs.format is not None else None
         spec = RequestSpec(operation="cancel-observe", method="GET", path=obs.path, accept=accept)
         with contextlib.suppress(ServerError):
-            await self._send(reg, spec)
+            await self._send(reg, spec, token=token)
 
     # -- request plumbing -----------------------------------------------------------------
 
@@ -732,7 +750,10 @@ class LwM2MServer:
         with contextlib.suppress(StoreError):
             await self.store.delete_pending_request(request_id)
 
-    async def _send(self, reg: Registration, spec: RequestSpec) -> _Exchange:
+    async def _send(
+        self, reg: Registration, spec: RequestSpec, *, token: bytes | None = None
+    ) -> _Exchange:
+        """Send ``spec`` now; ``token``: under that token (only an observation's cancel)."""
         if self._ctx is None:
             raise ServerError("server not started")
         msg = spec.to_message(reg.uri_base, self._tuning)
@@ -741,7 +762,10 @@ class LwM2MServer:
             msg.remote = remote
         if spec.observe:
             self._prepare_observation(reg, spec)
-        handle = self._ctx.request(msg, handle_blockwise=not spec.observe)
+        if token is not None:
+            handle = send_observation_cancel(self._ctx, msg, token)
+        else:
+            handle = self._ctx.request(msg, handle_blockwise=not spec.observe)
         if spec.observe:
             self._attach_observation(spec, handle)
         limit = self.config.transport.request_timeout

@@ -1,0 +1,148 @@
+"""Observation cancelling as RFC 7641 §3.6 says, on aiocoap internals (verified: 0.4.17).
+
+aiocoap's client side has no way to cancel an observation on the wire: it gives every
+request a fresh token (``TokenManager.request`` calls ``next_token``), so the GET with
+Observe=1 that RFC 7641 §3.6 wants — *the token of the observation*, the options of the
+registration — cannot be sent through ``Context.request``; and its message layer answers
+an unknown CON response with RST but drops an unknown NON one in silence, so a device
+sending NON notifications for a forgotten observation is never told (RFC 7641 §3.6
+reactive cancellation, RFC 7252 §4.3: a NON may be rejected with RST). This module is the
+one place that reaches into aiocoap for that, per context, by instance attributes only
+(nothing global is patched):
+
+* :func:`send_observation_cancel` sends a request under a token the caller chooses: the
+  context's ``TokenManager.next_token`` hands that token to the request sent from within
+  the call (a context variable, which the task ``Context.request`` starts inherits).
+  While that cancel is outstanding, a *notification* (a CON or NON response with an
+  Observe option) on its token is not taken for its answer: it is refused (RST), since
+  it belongs to the observation being cancelled; the answer is the piggybacked one, or
+  a separate response without Observe (RFC 7641 §4.1: it MUST NOT carry one).
+* Every notification no request is waiting for is answered with RST, NON too (aiocoap
+  already does CON).
+* :func:`stop_observing` drops the interest of an aiocoap ``Request`` in its token at
+  once (``Request._stop_interest``), not at its next notification, so that the very next
+  notification on it is unknown and gets its RST.
+
+``tests/coap/test_compat.py`` checks each of these on the wire with raw UDP sockets and
+fails on an aiocoap other than :data:`VERIFIED_AIOCOAP` until it is checked again.
+"""
+
+from __future__ import annotations
+
+import contextvars
+from typing import Any, Final
+
+import aiocoap
+from aiocoap.numbers.codes import Code
+from aiocoap.numbers.types import ACK, NON, RST
+from aiocoap.tokenmanager import TokenManager
+
+#: The aiocoap release these internals were read in and tested against.
+VERIFIED_AIOCOAP: Final = "0.4.17"
+
+_CHOSEN_TOKEN: contextvars.ContextVar[bytes | None] = contextvars.ContextVar(
+    "fotakit_chosen_token", default=None
+)
+_MARK = "_fotakit_cancel_aware"
+
+
+class _CancelAwareness:
+    """What one ``TokenManager`` learns: tokens with a cancel outstanding (and how many)."""
+
+    def __init__(self, tman: TokenManager) -> None:
+        self.tman = tman
+        self.cancelling: dict[bytes, int] = {}
+        self._next_token = tman.next_token
+        self._process_response = tman.process_response
+        tman.next_token = self.next_token
+        tman.process_response = self.process_response
+
+    def next_token(self) -> bytes:
+        chosen = _CHOSEN_TOKEN.get()
+        return chosen if chosen is not None else bytes(self._next_token())
+
+    def process_response(self, response: aiocoap.Message) -> bool:
+        token = bytes(response.token)
+        if (
+            response.opt.observe is not None
+            and response.mtype is not ACK
+            and token in self.cancelling
+        ):
+            # A notification of the observation being cancelled. (A piggybacked answer
+            # is the cancel's own, by its Message ID, Observe option or not.)
+            matched = False
+        else:
+            matched = bool(self._process_response(response))
+        if not matched and response.opt.observe is not None and response.mtype is NON:
+            self._reset(response)
+        return matched
+
+    def _reset(self, message: aiocoap.Message) -> None:
+        """RST for a NON notification (aiocoap's message layer sends it for a CON)."""
+        remote = message.remote
+        if remote is None or remote.is_multicast_locally:
+            return
+        manager = getattr(self.tman, "token_interface", None)
+        send = getattr(manager, "_send_initially", None)
+        if send is None:
+            return
+        rst = aiocoap.Message(code=Code.EMPTY, payload=b"")
+        rst.mtype = RST
+        rst.mid = message.mid
+        rst.remote = remote.as_response_address()
+        send(rst)
+
+
+def _awareness(ctx: aiocoap.Context) -> list[_CancelAwareness]:
+    out = []
+    for iface in ctx.request_interfaces:
+        if not isinstance(iface, TokenManager):
+            continue
+        found = getattr(iface, _MARK, None)
+        if found is None:
+            found = _CancelAwareness(iface)
+            setattr(iface, _MARK, found)
+        out.append(found)
+    return out
+
+
+def reset_unknown_notifications(ctx: aiocoap.Context) -> None:
+    """From now on ``ctx`` answers every notification it has no request for with RST."""
+    _awareness(ctx)
+
+
+def send_observation_cancel(ctx: aiocoap.Context, message: aiocoap.Message, token: bytes) -> Any:
+    """Send ``message`` (a GET with Observe=1) under ``token``; aiocoap's ``Request``.
+
+    The caller must have stopped the observation's own interest in ``token`` first
+    (:func:`stop_observing`), or aiocoap would hand the token's messages to both.
+    """
+    managers = _awareness(ctx)
+    for manager in managers:
+        manager.cancelling[token] = manager.cancelling.get(token, 0) + 1
+    reset = _CHOSEN_TOKEN.set(token)
+    try:
+        handle = ctx.request(message, handle_blockwise=False)
+    finally:
+        _CHOSEN_TOKEN.reset(reset)
+
+    def done(_future: Any) -> None:
+        for manager in managers:
+            left = manager.cancelling.get(token, 0) - 1
+            if left > 0:
+                manager.cancelling[token] = left
+            else:
+                manager.cancelling.pop(token, None)
+
+    handle.response.add_done_callback(done)
+    return handle
+
+
+def stop_observing(handle: Any) -> None:
+    """End an aiocoap observation request: no callbacks, and its token is free now."""
+    observation = getattr(handle, "observation", None)
+    if observation is not None and not observation.cancelled:
+        observation.cancel()
+    stop_interest = getattr(handle, "_stop_interest", None)
+    if callable(stop_interest):
+        stop_interest()
