@@ -264,6 +264,16 @@ async def test_campaign_updates_the_vendor_device_with_the_bare_payload(
     assert plan["uri"] == pulled["uri"] == f"{site.coap_base}/fw/{record.id}/payload"
     assert back["local_port"] > 0
     assert (version_now, state_now, result_now) == (NEW, 0, 1)  # Idle, "updated successfully"
+    # /5/0 is not observable here (answered as a plain Read, RFC 7641 §4.1): the job
+    # observes /5/0/3 and /5/0/5 instead, and learns "Downloaded" from a notification
+    observed = {ev["path"] for ev in device.events if ev["event"] == "request" and ev["observe"]}
+    assert {"/5/0", "/5/0/3", "/5/0/5"} <= observed, device.transcript()
+    notified = [
+        e.details["fw_state"]
+        for e in outcome.events
+        if e.kind == "input" and e.details.get("source") == "observe"
+    ]
+    assert 2 in notified, story
 
 
 async def test_the_signed_package_is_refused_as_an_unsupported_package_type(
@@ -285,6 +295,8 @@ async def test_the_signed_package_is_refused_as_an_unsupported_package_type(
     story = outcome.story()
     assert outcome.job.state == "failed", (outcome.job.state, story, device.transcript())
     assert outcome.job.reason == "unsupported_package", story
+    assert outcome.campaign.state == "completed", story  # no error threshold: it ran out
+    assert outcome.campaign.snapshot["counters"]["by_reason"] == {"unsupported_package": 1}
     assert rejected["result"] == 6 and rejected["why"] == "no VNDR magic"
     plan = delivery_of(outcome)
     assert plan["form"] == "package" and plan["size"] == record.size
@@ -311,6 +323,7 @@ async def test_an_image_with_a_bad_crc_is_an_integrity_failure(
     story = outcome.story()
     assert outcome.job.state == "failed", (outcome.job.state, story, device.transcript())
     assert outcome.job.reason == "integrity_failure", story
+    assert outcome.campaign.snapshot["counters"]["by_reason"] == {"integrity_failure": 1}
     assert rejected["result"] == 5 and rejected["why"].startswith("CRC-32 "), rejected
     assert delivery_of(outcome)["form"] == "payload"
     assert not any(ev["event"] == "rebooting" for ev in device.events)

@@ -200,8 +200,7 @@ function readTlv(req, res, original, user) {
     var objectUri = '/' + parts[0] + '/' + parts[1];
     registry.get(objectUri, function (error, obj) {
         if (error) {
-            res.code = '4.04';
-            return res.end('');
+            return answer(res, '4.04');
         }
         var ids = parts.length === 3 ? [parts[2]] : Object.keys(obj.attributes);
         var chunks = [];
@@ -213,13 +212,27 @@ function readTlv(req, res, original, user) {
             }
         });
         if (chunks.length === 0) {
-            res.code = '4.04';
-            return res.end('');
+            return answer(res, '4.04');
         }
-        res.code = '2.05';
-        res.setOption('Content-Format', TLV);
-        res.end(Buffer.concat(chunks));  // no Observe option: not observable (RFC 7641 §4.1)
+        answer(res, '2.05', Buffer.concat(chunks));
     });
+}
+
+/* One answer, never with an Observe option: to an Observe it is a plain Read (RFC 7641
+ * §4.1, "not observable"). node-coap hands an Observe request an ObserveWriteStream that
+ * adds the option to anything written and keeps only its own statusCode, so that answer is
+ * sent with the stream's one-shot _doSend instead. */
+function answer(res, code, tlv) {
+    if (tlv) {
+        res.setOption('Content-Format', TLV);
+    }
+    if (typeof res._doSend === 'function') {
+        res.statusCode = code;
+        res._doSend(tlv || Buffer.alloc(0));
+    } else {
+        res.code = code;
+        res.end(tlv || '');
+    }
 }
 
 function hasOption(req, name) {
