@@ -42,7 +42,7 @@ from vendor_image import vndr_image, with_bad_crc
 
 from fotakit.packages import generate_key
 from fotakit.repository import PackageRecord
-from fotakit.server import Registered
+from fotakit.server import DeviceError, Registered
 from fotakit.updates.campaign import CampaignSpec
 from fotakit.updates.service import UpdateService
 from fotakit.updates.targets import DeviceClass, TargetSpec
@@ -231,11 +231,56 @@ async def test_repository_serves_the_signed_package_and_the_vndr_image_as_its_pa
     assert record.version == NEW
 
 
+async def test_vendor_device_answers_reads_and_follows_the_object_5_state_machine(
+    tmp_path: Path, sqlite_url: str, node_peers: StartPeer
+) -> None:
+    # what the server reads of it (the instances in TLV) and TS Core E.6.1 without a job
+    async with vendor_site(tmp_path, sqlite_url, node_peers) as (site, device):
+        server = site.server
+        device_object = await asyncio.wait_for(server.read(ENDPOINT, "/3/0"), WAIT)
+        firmware = await asyncio.wait_for(server.read(ENDPOINT, "/5/0"), WAIT)
+        missing = f"{site.coap_base}/fw/0000000000000000/payload"
+        results = []
+        for uri in (missing, "http://127.0.0.1/fw/x", ""):
+            await asyncio.wait_for(server.write(ENDPOINT, "/5/0/1", uri), WAIT)
+            seen = await device.expect("firmware", state=0)
+            results.append(seen["result"])
+        refused = []
+        for call in (
+            server.execute(ENDPOINT, "/5/0/2"),  # Update in Idle
+            server.write(ENDPOINT, "/5/0/3", 2),  # State is read-only
+            server.write(ENDPOINT, "/3/0/3", "9.9.9"),
+        ):
+            with pytest.raises(DeviceError) as caught:
+                await asyncio.wait_for(call, WAIT)
+            refused.append(caught.value.code)
+        version_now = await read(site, "/3/0/3")
+    assert {str(p): v for p, v in device_object.items()} == {
+        "/3/0/0": "VNDR Inc.",
+        "/3/0/1": DEVICE_CLASS,
+        "/3/0/3": OLD,
+        "/3/0/16": "U",
+    }
+    assert {str(p): v for p, v in firmware.items()} == {
+        "/5/0/1": "",
+        "/5/0/3": 0,
+        "/5/0/5": 0,
+        "/5/0/8/0": 0,
+        "/5/0/9": 0,
+    }
+    # 4.04 for the URI: Invalid URI (7); http: Unsupported protocol (9); empty: reset (0)
+    assert results == [7, 9, 0], device.transcript()
+    assert refused == ["4.05", "4.05", "4.05"]
+    assert version_now == OLD
+
+
 async def test_campaign_updates_the_vendor_device_with_the_bare_payload(
     tmp_path: Path, sqlite_url: str, node_peers: StartPeer
 ) -> None:
     image = vndr_image(NEW, FIRMWARE)
     async with vendor_site(tmp_path, sqlite_url, node_peers) as (site, device):
+        first = device.events[0]
+        assert first["event"] == "registered"
         record = publish_vndr(site, image, version=NEW, sequence=2)
         service = vendor_service(site, sqlite_url, bare=True)
         await service.start()
@@ -262,7 +307,8 @@ async def test_campaign_updates_the_vendor_device_with_the_bare_payload(
     assert plan["choice"] == "pull" and plan["reason"].startswith("pull only (/5/0/9)"), plan
     assert plan["form"] == "payload" and plan["size"] == len(image)
     assert plan["uri"] == pulled["uri"] == f"{site.coap_base}/fw/{record.id}/payload"
-    assert back["local_port"] > 0
+    assert back["location"] != first["location"]  # a new registration after the reboot
+    assert ("input", "registered") in [(k, d.get("input")) for k, d in story], story
     assert (version_now, state_now, result_now) == (NEW, 0, 1)  # Idle, "updated successfully"
     # /5/0 is not observable here (answered as a plain Read, RFC 7641 §4.1): the job
     # observes /5/0/3 and /5/0/5 instead, and learns "Downloaded" from a notification
@@ -271,7 +317,7 @@ async def test_campaign_updates_the_vendor_device_with_the_bare_payload(
     notified = [
         e.details["fw_state"]
         for e in outcome.events
-        if e.kind == "input" and e.details.get("source") == "observe"
+        if e.kind in ("input", "input_ignored") and e.details.get("source") == "observe"
     ]
     assert 2 in notified, story
 

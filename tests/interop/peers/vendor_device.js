@@ -253,8 +253,11 @@ function installHandlers(info) {
     };
     var libWrite = handlers.write.lib;
     handlers.write.lib = function (req, res, user) {
+        if (req.url.indexOf('?') >= 0) {
+            return libWrite(req, res, user);  // Write-Attributes: the library keeps them
+        }
         // only the Package URI is writable; refuse before the library stores anything
-        if (req.urlObj.pathname !== '/5/0/1' || req.url.indexOf('?') >= 0) {
+        if (req.urlObj.pathname !== '/5/0/1') {
             res.code = '4.05';
             return res.end('');
         }
