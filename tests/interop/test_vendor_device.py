@@ -37,10 +37,11 @@ from e2e_helpers import (
     next_event,
     payload_of,
     running_site,
+    trust_for,
 )
 from vendor_image import vndr_image, with_bad_crc
 
-from fotakit.packages import generate_key
+from fotakit.packages import generate_key, verify_bytes
 from fotakit.repository import PackageRecord
 from fotakit.server import DeviceError, Registered
 from fotakit.updates.campaign import CampaignSpec
@@ -212,7 +213,8 @@ async def test_repository_serves_the_signed_package_and_the_vndr_image_as_its_pa
     tmp_path: Path, sqlite_url: str
 ) -> None:
     image = vndr_image(NEW, FIRMWARE)
-    async with running_site(tmp_path, sqlite_url, generate_key("ed25519")) as site:
+    key = generate_key("ed25519")
+    async with running_site(tmp_path, sqlite_url, key) as site:
         record = publish_vndr(site, image, version=NEW, sequence=2)
         ctx = await aiocoap.Context.create_client_context()
         try:
@@ -228,7 +230,11 @@ async def test_repository_serves_the_signed_package_and_the_vndr_image_as_its_pa
     assert got["/payload"] == image
     assert got[""] != image and not got[""].startswith(b"VNDR")  # COSE/CBOR, not VNDR
     assert len(got[""]) == record.size
-    assert record.version == NEW
+    # the signed package verifies, and what it signs after its envelope is the VNDR image
+    verified = verify_bytes(got[""], trust_for(key))
+    assert verified.manifest.version == NEW
+    start = verified.payload_offset
+    assert got[""][start : start + verified.payload_size] == image
 
 
 async def test_vendor_device_answers_reads_and_follows_the_object_5_state_machine(
