@@ -133,12 +133,22 @@ function createObjects(done) {
     });
 }
 
-/* Result before State: a server observing both resources judges a new State with the last
- * Result it saw, so "Idle" must not arrive while the Result still says 0. */
+/* Only what changed (lwm2m-node-lib notifies an observer on every set, changed or not),
+ * and the Result before the State: a server observing both resources judges a new State
+ * with the last Result it saw, so "Idle" must not arrive while the Result still says 0. */
 function setFirmware(state, result) {
+    var rows = [];
+    if (result !== fw.result) {
+        rows.push(['/5/0', '5', String(result)]);
+    }
+    if (state !== fw.state) {
+        rows.push(['/5/0', '3', String(state)]);
+    }
     fw.state = state;
     fw.result = result;
-    setAll([['/5/0', '5', String(result)], ['/5/0', '3', String(state)]]);
+    if (rows.length > 0) {
+        setAll(rows);
+    }
     emit({event: 'firmware', state: state, result: result});
 }
 
@@ -206,8 +216,7 @@ function readTlv(req, res, original, user) {
         var chunks = [];
         ids.forEach(function (id) {
             var text = obj.attributes[id];
-            // an empty Package URI is still a value of this instance; a resource absent is not
-            if (text !== undefined && (text !== '' || parts.length === 2)) {
+            if (text !== undefined) {  // an empty Package URI is a value too (length 0)
                 chunks.push(tlvResource(objectUri, id, String(text)));
             }
         });
