@@ -459,7 +459,9 @@ class JobDriver:
 
     async def _observe(self, active: ActiveJob, paths: tuple[str, ...]) -> Outcome:
         """Observe /5/0/3 and /5/0/5 as one observation of the instance /5/0 (its
-        notifications carry both), or each path when the device refuses that."""
+        notifications carry both), or each path when the device refuses that or answers
+        without the Observe option (RFC 7641 §4.1: a plain Read, the instance is not
+        observable there — e.g. lwm2m-node-lib observes single resources only)."""
         for obs in active.observations:
             if not obs.ended:
                 await self.io.cancel_observation(obs)
@@ -467,7 +469,7 @@ class JobDriver:
         wanted = [Path.parse(p) for p in paths]
         if set(wanted) == {FIRMWARE_STATE, FIRMWARE_UPDATE_RESULT}:
             out = await self.io.observe(active.endpoint, FIRMWARE_INSTANCE, self.op_timeout)
-            if out.ok:
+            if out.ok and not out.value.ended:
                 active.observations.append(out.value)
                 return Outcome(True, "2.05")
             if out.code in ("timeout", "unreachable", "not_registered"):
