@@ -45,6 +45,7 @@ from fotakit.packages import generate_key, verify_bytes
 from fotakit.repository import PackageRecord
 from fotakit.server import DeviceError, Registered
 from fotakit.updates.campaign import CampaignSpec
+from fotakit.updates.profiles import DeviceProfile
 from fotakit.updates.service import UpdateService
 from fotakit.updates.targets import DeviceClass, TargetSpec
 
@@ -104,28 +105,16 @@ def publish_vndr(site: Site, image: bytes, *, version: str, sequence: int) -> Pa
     return site.publish(image, version=version, sequence=sequence, class_name=DEVICE_CLASS)
 
 
-def bare_payload_for_device_class(holder: dict[str, UpdateService]) -> Callable[[str], bool]:
-    """The ONE place that selects the bare payload form for DEVICE_CLASS.
-
-    Today the only way is ``UpdateService(bare_payload=callable)``; when the device profile
-    setting (payload_form=bare per device class) lands, this helper is what to replace.
-    """
-
-    def bare(endpoint: str) -> bool:
-        inventory = holder["service"].inventory
-        return inventory is not None and inventory(endpoint).class_name == DEVICE_CLASS
-
-    return bare
-
-
-def vendor_service(site: Site, db_url: str, *, bare: bool) -> UpdateService:
-    """An UpdateService (not started) that gives DEVICE_CLASS the bare payload if ``bare``."""
-    holder: dict[str, UpdateService] = {}
-    kwargs: dict[str, Any] = {}
+async def vendor_service(site: Site, db_url: str, *, bare: bool) -> UpdateService:
+    """A started UpdateService; with ``bare``, DEVICE_CLASS has a device profile that says
+    ``payload_form=bare`` (as an operator sets it: ``fotakit profiles set vndr-meter-2
+    --payload-form bare``); without, the built-in default (the signed package) applies."""
+    service: UpdateService = make_service(site, db_url)
+    await service.start()
     if bare:
-        kwargs["bare_payload"] = bare_payload_for_device_class(holder)
-    service: UpdateService = make_service(site, db_url, **kwargs)
-    holder["service"] = service
+        await service.put_profile(
+            DeviceProfile(DEVICE_CLASS, payload_form="bare", protocols=("coap",), push=False)
+        )
     return service
 
 
@@ -288,8 +277,7 @@ async def test_campaign_updates_the_vendor_device_with_the_bare_payload(
         first = device.events[0]
         assert first["event"] == "registered"
         record = publish_vndr(site, image, version=NEW, sequence=2)
-        service = vendor_service(site, sqlite_url, bare=True)
-        await service.start()
+        service = await vendor_service(site, sqlite_url, bare=True)
         try:
             assert service.inventory is not None
             assert service.inventory(ENDPOINT).class_name == DEVICE_CLASS  # /3/0/1 read
@@ -309,6 +297,10 @@ async def test_campaign_updates_the_vendor_device_with_the_bare_payload(
     assert outcome.job.reason is None
     assert outcome.campaign.state == "completed", story
     assert downloaded == {"event": "downloaded", "bytes": len(image), "version": NEW}
+    chosen = [e.details for e in outcome.events if e.kind == "profile"]
+    assert len(chosen) == 1, story
+    assert chosen[0]["profile"] == DEVICE_CLASS and chosen[0]["payload_form"] == "bare"
+    assert f"device class {DEVICE_CLASS!r} has its own profile" in chosen[0]["why"]
     plan = delivery_of(outcome)
     assert plan["choice"] == "pull" and plan["reason"].startswith("pull only (/5/0/9)"), plan
     assert plan["form"] == "payload" and plan["size"] == len(image)
@@ -335,8 +327,7 @@ async def test_the_signed_package_is_refused_as_an_unsupported_package_type(
     image = vndr_image(NEW, FIRMWARE)
     async with vendor_site(tmp_path, sqlite_url, node_peers) as (site, device):
         record = publish_vndr(site, image, version=NEW, sequence=2)
-        service = vendor_service(site, sqlite_url, bare=False)  # the signed package form
-        await service.start()
+        service = await vendor_service(site, sqlite_url, bare=False)  # the signed package
         try:
             outcome = await run_campaign(service, record)
             pulled = await device.expect("download")
@@ -348,6 +339,12 @@ async def test_the_signed_package_is_refused_as_an_unsupported_package_type(
     story = outcome.story()
     assert outcome.job.state == "failed", (outcome.job.state, story, device.transcript())
     assert outcome.job.reason == "unsupported_package", story
+    # the reason says what happened and which profile setting to change
+    finished = [e.details for e in outcome.events if e.kind == "finished"]
+    assert len(finished) == 1, story
+    detail = finished[0]["detail"]
+    assert "refused the signed" in detail and "Update Result 6" in detail, detail
+    assert "profile 'default'" in detail and "payload_form=bare" in detail, detail
     assert outcome.campaign.state == "completed", story  # no error threshold: it ran out
     assert outcome.campaign.snapshot["counters"]["by_reason"] == {"unsupported_package": 1}
     assert rejected["result"] == 6 and rejected["why"] == "no VNDR magic"
@@ -364,8 +361,7 @@ async def test_an_image_with_a_bad_crc_is_an_integrity_failure(
     image = with_bad_crc(vndr_image(NEW, FIRMWARE))
     async with vendor_site(tmp_path, sqlite_url, node_peers) as (site, device):
         record = publish_vndr(site, image, version=NEW, sequence=2)
-        service = vendor_service(site, sqlite_url, bare=True)
-        await service.start()
+        service = await vendor_service(site, sqlite_url, bare=True)
         try:
             outcome = await run_campaign(service, record)
             rejected = await device.expect("rejected")
