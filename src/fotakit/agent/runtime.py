@@ -143,6 +143,7 @@ _MAX_REBOOTS_PER_START: Final = 10_000
 class AgentEventKind(enum.StrEnum):
     BOOTED = "booted"  # slot, version, trial, trial_boot
     REGISTERED = "registered"
+    REGISTRATION_FAILED = "registration_failed"  # code, diagnostic, detail (then retried)
     STATE = "state"  # Object 5 state/result changed (persisted)
     PROGRESS = "progress"  # download progress persisted (offset, total)
     RESUMED = "resumed"  # a pull continues from a persisted offset (offset, uri)
@@ -518,6 +519,7 @@ class Agent:
                 local_port=cfg.local_port,
                 transport=cfg.transport,
                 queue_mode=cfg.queue_mode,
+                advertise_formats=cfg.advertise_formats,
             ),
             [
                 LwM2MObject(DEVICE, {0: self.device}),
@@ -561,6 +563,15 @@ class Agent:
                 AgentEventKind.REGISTERED,
                 registration=event.registration_id,
                 version=self.running_version,
+            )
+        elif event.kind is EventKind.REGISTRATION_FAILED:
+            # The client has logged it at WARNING and retries after its backoff; the
+            # event line lets an operator see why without raising the log level.
+            self._emit(
+                AgentEventKind.REGISTRATION_FAILED,
+                code=event.code,
+                diagnostic=event.diagnostic,
+                detail=event.detail,
             )
 
     def _reconcile(self, trial: bool, outcome: Any) -> None:
