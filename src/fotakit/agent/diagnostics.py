@@ -11,10 +11,15 @@ rollback) is still there when the server reads it after the reboot.
 Only the last failure is kept: it answers "why did *this* attempt fail", and it stays
 until the next failure replaces it (a later success does not clear it; its time and
 version tell which attempt it belongs to).
+
+Unlike the boot state, a damaged ``diagnostics.json`` does not stop the agent: nothing
+unsafe follows from forgetting a failure text, so the agent logs a WARNING and starts
+with an empty record, which the next failure overwrites.
 """
 
 from __future__ import annotations
 
+import logging
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -24,6 +29,8 @@ from fotakit.agent.persist import CorruptStateError, atomic_write_json, read_jso
 from fotakit.client import LwM2MObject, ObjectInstance, ResourceValue
 from fotakit.lwm2m.errors import NotFound
 from fotakit.lwm2m.objects import UPDATE_DIAGNOSTICS, DiagnosticsResource, FailurePhase
+
+_log = logging.getLogger(__name__)
 
 #: A failure text is bounded so one odd exception cannot grow the state file or a Read
 #: without end (a few lines of a health check's output fit easily).
@@ -72,8 +79,13 @@ class UpdateDiagnostics(ObjectInstance):
     def __init__(self, path: Path) -> None:
         super().__init__()
         self.file = path
-        raw = read_json(path)
-        self.record = FailureRecord() if raw is None else FailureRecord.from_json(raw, path)
+        self.record = FailureRecord()
+        try:
+            raw = read_json(path)
+            if raw is not None:
+                self.record = FailureRecord.from_json(raw, path)
+        except CorruptStateError as exc:
+            _log.warning("%s: the last update failure is forgotten", exc)
 
     def lwm2m_object(self) -> LwM2MObject:
         return LwM2MObject(UPDATE_DIAGNOSTICS, {0: self})
