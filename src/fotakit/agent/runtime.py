@@ -737,12 +737,7 @@ class Agent:
             # Object 5 failed the attempt by itself (e.g. Result 7 for a bad URI): the
             # result's meaning is all there is to say.
             self._record_failure(
-                FailurePhase.VERIFY
-                if snapshot.result
-                in (UpdateResult.INTEGRITY_CHECK_FAILURE, UpdateResult.UNSUPPORTED_PACKAGE_TYPE)
-                else FailurePhase.INSTALL
-                if snapshot.result is UpdateResult.UPDATE_FAILED
-                else FailurePhase.DOWNLOAD,
+                _result_phase(snapshot.result),
                 _RESULT_TEXT[snapshot.result],
                 snapshot.result,
                 snapshot.pkg_version,
@@ -981,6 +976,15 @@ class Agent:
         slots = self.slots
         name = slots.inactive_name
         await self.installer.install(slots.slot(name), slots.image_path(name))
+
+
+def _result_phase(result: UpdateResult) -> FailurePhase:
+    """The /33600/0/4 phase a bare Update Result points at (5 and 6 are verification)."""
+    if result in (UpdateResult.INTEGRITY_CHECK_FAILURE, UpdateResult.UNSUPPORTED_PACKAGE_TYPE):
+        return FailurePhase.VERIFY
+    if result is UpdateResult.UPDATE_FAILED:
+        return FailurePhase.INSTALL
+    return FailurePhase.DOWNLOAD
 
 
 def _revert_phase(reason: str) -> FailurePhase:
