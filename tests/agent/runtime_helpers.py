@@ -18,7 +18,7 @@ from typing import Any, TypeVar
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # tests/: shared helpers
 
 import event_helpers
-from fotakit.agent.runtime import AgentEvent
+from fotakit.agent.runtime import Agent, AgentEvent, AgentEventKind
 from fotakit.coap import TransportParams
 from fotakit.lwm2m.objects import State, UpdateResult
 from fotakit.packages import PrivateKey, build_package_in_memory
@@ -132,6 +132,16 @@ def state_is(state: State, result: UpdateResult | None = None) -> Callable[[Agen
 
 async def read(server: LwM2MServer, path: str, endpoint: str = EP) -> object:
     return await asyncio.wait_for(server.read_value(endpoint, path), WAIT)
+
+
+async def download_and_execute(
+    server: LwM2MServer, agent: Agent, packages: Packages, version: str
+) -> None:
+    """Publish a good package of ``version``, have the agent pull it, Execute /5/0/2."""
+    record = packages.publish(packages.build(payload_of(30_000, 8), version=version, sequence=3))
+    await asyncio.wait_for(server.write(EP, "/5/0/1", packages.coap_uri(record)), WAIT)
+    await agent.wait_for(AgentEventKind.STATE, state_is(State.DOWNLOADED), timeout=30.0)
+    await asyncio.wait_for(server.execute(EP, "/5/0/2"), WAIT)
 
 
 class AgentProcess:

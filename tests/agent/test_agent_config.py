@@ -26,6 +26,13 @@ def test_minimal_config_gets_documented_defaults(tmp_path: Path) -> None:
     assert cfg.health.registration_deadline == 60.0 and cfg.health.command is None
     assert cfg.connectivity == "linux" and cfg.adaptive_timers is True
     assert cfg.device.serial == "dev-1"
+    assert cfg.advertise_formats is None  # the client default: one bare ct=112
+
+
+def test_advertise_formats_is_read_as_given() -> None:
+    cfg = loads_config(MINIMAL + "advertise_formats = [110, 112]\n")
+    assert cfg.advertise_formats == (110, 112)
+    assert loads_config(MINIMAL + "advertise_formats = []\n").advertise_formats == ()
 
 
 def test_full_config_file_is_read_with_paths_relative_to_it(tmp_path: Path) -> None:
@@ -105,6 +112,10 @@ def test_example_config_parses() -> None:
         ('[connectivity]\nsource = "5g"', "connectivity.source"),
         ("device = 3", "device"),
         ("[device]\ncolour = 'red'", "device.colour"),
+        ("advertise_formats = 112", "advertise_formats"),
+        ('advertise_formats = ["112"]', "advertise_formats"),
+        ("advertise_formats = [40]", "advertise_formats"),
+        ("advertise_formats = [110, 110]", "advertise_formats"),
     ],
 )
 def test_bad_value_is_refused_naming_the_key(extra: str, key: str) -> None:

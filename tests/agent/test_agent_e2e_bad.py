@@ -8,7 +8,16 @@ import asyncio
 from collections.abc import Callable
 from pathlib import Path
 
-from runtime_helpers import EP, WAIT, Packages, next_event, payload_of, read, state_is
+from runtime_helpers import (
+    EP,
+    WAIT,
+    Packages,
+    download_and_execute,
+    next_event,
+    payload_of,
+    read,
+    state_is,
+)
 
 from fotakit.agent.runtime import Agent, AgentEvent, AgentEventKind
 from fotakit.agent.slots import SlotState
@@ -80,15 +89,6 @@ async def test_package_older_than_the_anti_rollback_counter_fails_with_result_6(
         await agent.stop()
 
 
-async def _download_and_execute(
-    server: LwM2MServer, agent: Agent, packages: Packages, version: str
-) -> None:
-    record = packages.publish(packages.build(payload_of(30_000, 8), version=version, sequence=3))
-    await asyncio.wait_for(server.write(EP, "/5/0/1", packages.coap_uri(record)), WAIT)
-    await agent.wait_for(AgentEventKind.STATE, state_is(State.DOWNLOADED), timeout=UPDATE_WAIT)
-    await asyncio.wait_for(server.execute(EP, "/5/0/2"), WAIT)
-
-
 async def test_failing_health_check_reverts_to_the_old_slot_with_result_8(
     server: LwM2MServer, make_agent: Callable[..., Agent], packages: Packages, tmp_path: Path
 ) -> None:
@@ -98,7 +98,7 @@ async def test_failing_health_check_reverts_to_the_old_slot_with_result_8(
         await next_event(events, Registered, lambda e: e.endpoint == EP)
     try:
         old_slot = agent.slots.running.name
-        await _download_and_execute(server, agent, packages, "3.0.0")
+        await download_and_execute(server, agent, packages, "3.0.0")
         trial = await agent.wait_for(AgentEventKind.TRIAL, timeout=UPDATE_WAIT)
         assert trial.detail["version"] == "3.0.0"
         reverted = await agent.wait_for(AgentEventKind.REVERTED, timeout=UPDATE_WAIT)
@@ -125,7 +125,7 @@ async def test_crash_loop_of_the_new_image_reverts_with_result_8(
     async with server.subscribe() as events:
         await agent.start()
         await next_event(events, Registered, lambda e: e.endpoint == EP)
-    await _download_and_execute(server, agent, packages, "4.0.0")
+    await download_and_execute(server, agent, packages, "4.0.0")
     trial = await agent.wait_for(AgentEventKind.TRIAL, timeout=UPDATE_WAIT)
     assert trial.detail["trial_boot"] == 1
     for start in (2, 3):
@@ -141,6 +141,8 @@ async def test_crash_loop_of_the_new_image_reverts_with_result_8(
         reverted = await agent.wait_for(AgentEventKind.REVERTED, timeout=WAIT)
         assert reverted.detail["reason"] == "crash loop"
         await agent.wait_for(AgentEventKind.REGISTERED, timeout=UPDATE_WAIT)
+        assert await read(server, "/33600/0/4") == "crash loop"
+        assert await read(server, "/33600/0/3") == "4.0.0"
         assert await read(server, "/3/0/3") == "1.0.0"
         assert await read(server, "/5/0/5") == int(UpdateResult.UPDATE_FAILED)
         assert await read(server, "/5/0/3") == int(State.IDLE)

@@ -196,6 +196,11 @@ async def test_failing_installer_keeps_the_image_downloaded_with_result_8(
         )
         assert await read(server, "/3/0/3") == "1.0.0"
         assert agent.slots.pending_name is None
+        # why, in /33600/0 (docs/agent-guide.md "Update diagnostics")
+        assert await read(server, "/33600/0/4") == "install"
+        assert await read(server, "/33600/0/3") == "8.4.0"
+        text = await read(server, "/33600/0/0")
+        assert isinstance(text, str) and text.startswith("installation failed: ")
     finally:
         await agent.stop()
 

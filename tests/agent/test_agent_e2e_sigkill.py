@@ -231,6 +231,8 @@ async def test_sigkill_during_installation_returns_to_downloaded_8_and_retry_suc
     assert booted["trial"] is False and booted["version"] == "1.0.0"
     assert await read(server, "/5/0/3") == int(State.DOWNLOADED)
     assert await read(server, "/5/0/5") == int(UpdateResult.UPDATE_FAILED)
+    assert await read(server, "/33600/0/4") == "interrupted"  # why, in the agent's words
+    assert await read(server, "/33600/0/3") == "7.1.0"
     await asyncio.wait_for(server.execute(EP, "/5/0/2"), WAIT)
     await proc.next("confirmed", timeout=START_WAIT)
     assert await read(server, "/3/0/3") == "7.1.0"

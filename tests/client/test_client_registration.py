@@ -33,7 +33,48 @@ async def test_register_sends_query_and_object_links(rd, make_client):
     assert instances[1] == [0] and instances[3] == [0]
     assert reg_id == msg.location[-1] == client.registration_id
     assert msg.remote.endswith(f":{client.port}")
-    assert 112 in params.content_formats and 110 in params.content_formats
+    # one bare content format, the plainest root link every server parses (TS §6.2.1)
+    assert params.content_formats == (112,)
+    assert msg.payload.startswith(b'</>;rt="oma.lwm2m";ct=112,')
+
+
+@pytest.mark.parametrize(
+    ("formats", "root"),
+    [
+        ((110,), b'</>;rt="oma.lwm2m";ct=110,'),
+        ((110, 112), b'</>;rt="oma.lwm2m";ct="110 112",'),
+        ((), b"</1>;ver=1.1,"),  # no ct: no root link at all
+    ],
+)
+async def test_advertised_formats_are_configurable(rd, make_client, formats, root):
+    client = make_client(advertise_formats=formats)
+    await client.start()
+    await client.wait_registered(5.0)
+    msg = await rd.next("register")
+    assert msg.payload.startswith(root), msg.payload
+    assert parse_register(msg.query, msg.payload).content_formats == formats
+
+
+async def test_a_1_0_client_sends_no_ct_by_default(rd, make_client):
+    client = make_client(lwm2m_version="1.0")
+    await client.start()
+    await client.wait_registered(5.0)
+    msg = await rd.next("register")
+    assert b"ct=" not in msg.payload and b"oma.lwm2m" not in msg.payload
+
+
+@pytest.mark.parametrize(
+    ("formats", "message"),
+    [
+        ((40,), "not one this client serves"),  # link-format is no data format
+        ((99999,), "not one this client serves"),
+        ((112, 112), "listed twice"),
+        ((True,), "not an integer"),
+    ],
+)
+def test_advertised_formats_must_be_ones_the_client_serves(formats, message):
+    with pytest.raises(ValueError, match=message):
+        ClientConfig(endpoint="x", advertise_formats=formats)
 
 
 async def test_register_1_0_with_queue_mode_uses_uq_binding(rd, make_client):
@@ -111,7 +152,7 @@ async def test_failed_register_is_retried_with_backoff(rd, make_client):
     client = make_client(register_retry_initial=0.1, register_retry_max=0.4)
     await client.start()
     failed = await client.wait_event(EventKind.REGISTRATION_FAILED, 5.0)
-    assert "5.00" in failed.detail or "Internal" in failed.detail
+    assert failed.code == "5.00" and "5.00" in failed.detail
     await client.wait_registered(5.0)
     attempts = [m for m in rd.history if m.kind == "register"]
     assert len(attempts) == 3

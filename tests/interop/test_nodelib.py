@@ -15,6 +15,7 @@ Each peer prints JSON lines; the tests await the line they expect, with a timeou
 from __future__ import annotations
 
 import asyncio
+import pathlib
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -22,12 +23,15 @@ from typing import Any, TypeVar
 
 import pytest
 
+from fotakit.agent.config import AgentConfig
+from fotakit.agent.runtime import Agent, AgentEventKind
 from fotakit.client import ClientConfig, LwM2MClient, TransportParams
 from fotakit.client.objects import DeviceInfo, DeviceInstance, device_object
 from fotakit.lwm2m.codecs import ContentFormat
 from fotakit.lwm2m.linkformat import parse_links
 from fotakit.lwm2m.objects import builtin_registry
 from fotakit.lwm2m.path import Path
+from fotakit.packages import TrustStore
 from fotakit.server import Deregistered, LwM2MServer, Notification, Registered, Updated
 
 pytestmark = pytest.mark.interop
@@ -271,11 +275,40 @@ async def test_fotakit_client_registers_with_nodelib_server(
         links = {link.target for link in parse_links(registration["payload"])}
         assert {"/1/0", "/3/0"} <= links
         assert "/0/0" not in links  # TS Core 1.1.1 §6.2.1: no Security instances
+        if version == "1.1":  # the plainest root link: one bare content format
+            assert registration["payload"].startswith('</>;rt="oma.lwm2m";ct=112,')
         assert await dev.client.update()
         await peer.expect("update", endpoint=endpoint)
     await peer.expect("deregistration", endpoint=endpoint)
     listed = await peer.command("list")
     assert endpoint not in {d["name"] for d in listed["value"]}
+
+
+async def test_fotakit_agent_registers_with_nodelib_server_with_its_own_object(
+    nodelib_server: tuple[NodePeer, int], tmp_path: pathlib.Path
+) -> None:
+    # The agent's Register carries Objects 4 and 5 and the vendor object 33600 (Update
+    # Diagnostics, docs/agent-guide.md) behind one bare ct=112.
+    peer, port = nodelib_server
+    config = AgentConfig(
+        endpoint="fotakit-agent",
+        server_uri=f"coap://127.0.0.1:{port}",
+        data_dir=tmp_path / "agent",
+        local_host="127.0.0.1",
+        transport=FAST,
+        connectivity="simulated",
+    )
+    agent = Agent(config, trust=TrustStore())
+    await agent.start()
+    try:
+        registration = await peer.expect("registration", endpoint="fotakit-agent")
+        assert registration["payload"].startswith('</>;rt="oma.lwm2m";ct=112,')
+        links = {link.target for link in parse_links(registration["payload"])}
+        assert {"/3/0", "/4/0", "/5/0", "/33600/0"} <= links
+        await agent.wait_for(AgentEventKind.REGISTERED, timeout=OP_TIMEOUT)
+    finally:
+        await agent.stop()
+    await peer.expect("deregistration", endpoint="fotakit-agent")
 
 
 async def test_fotakit_client_reports_the_registration_id_nodelib_assigned(

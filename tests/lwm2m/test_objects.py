@@ -29,9 +29,9 @@ EXPECTED_IDS = {
 }
 
 
-def test_builtin_registry_holds_the_five_core_objects() -> None:
+def test_builtin_registry_holds_the_five_core_objects_and_fotakits_own() -> None:
     registry = builtin_registry()
-    assert [obj.id for obj in registry] == [0, 1, 3, 4, 5]
+    assert [obj.id for obj in registry] == [0, 1, 3, 4, 5, 33600]
     for object_id, ids in EXPECTED_IDS.items():
         obj = registry.get(object_id)
         assert obj is not None
@@ -129,3 +129,18 @@ def test_update_protocols_map_to_uri_schemes_and_back(proto: UpdateProtocol) -> 
 
 def test_unknown_scheme_has_no_protocol() -> None:
     assert UpdateProtocol.from_scheme("ftp") is None
+
+
+def test_update_diagnostics_is_a_vendor_object_described_by_its_shipped_ddf() -> None:
+    from pathlib import Path
+
+    from fotakit.lwm2m.ddf import load_ddf
+    from fotakit.lwm2m.objects import UPDATE_DIAGNOSTICS
+
+    # the company-reserved range of the OMNA registry, with the x URN label
+    assert 32769 <= UPDATE_DIAGNOSTICS.id <= 42768
+    assert UPDATE_DIAGNOSTICS.urn == "urn:oma:lwm2m:x:33600"
+    assert all(not r.writable and not r.executable for r in UPDATE_DIAGNOSTICS.resources.values())
+    ddf = Path(__file__).resolve().parents[2] / "docs" / "objects" / "33600.xml"
+    [loaded] = load_ddf(ddf)
+    assert loaded == UPDATE_DIAGNOSTICS

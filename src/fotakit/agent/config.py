@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
+from fotakit.client.config import check_advertised_formats
 from fotakit.coap import TransportParams
 from fotakit.lwm2m.objects import DeliveryMethod, UpdateProtocol
 from fotakit.packages import DeviceIdentity, KeyFileError, TrustStore
@@ -111,6 +112,8 @@ class AgentConfig:
     deregister_on_reboot: bool = False
     source: Path | None = None  # the file this was read from
     queue_mode: bool = False  # register with Q (TS Core §6.5); Python API only for now
+    # The root link's ct in Register (TS Core §6.2.1); None: the client default, ct=112.
+    advertise_formats: tuple[int, ...] | None = None
 
     def trust_store(self) -> TrustStore:
         """The trust anchors as a :class:`TrustStore` (ConfigError if unreadable)."""
@@ -251,7 +254,26 @@ _TOP = {
     "installer",
     "transport",
     "connectivity",
+    "advertise_formats",
 }
+
+
+def _formats(data: Mapping[str, Any]) -> tuple[int, ...] | None:
+    """``advertise_formats``: a list of content-format numbers for the root link ``ct``."""
+    if "advertise_formats" not in data:
+        return None
+    raw = data["advertise_formats"]
+    if not isinstance(raw, list) or any(isinstance(v, bool) or not isinstance(v, int) for v in raw):
+        raise ConfigError(
+            "advertise_formats",
+            f"expected a list of content-format numbers (e.g. [112]), got {_describe(raw)}",
+        )
+    formats = tuple(raw)
+    try:
+        check_advertised_formats(formats)
+    except ValueError as exc:
+        raise ConfigError("advertise_formats", str(exc)) from None
+    return formats
 
 
 def parse_config(data: Mapping[str, Any], base: Path | None = None) -> AgentConfig:
@@ -399,6 +421,7 @@ def parse_config(data: Mapping[str, Any], base: Path | None = None) -> AgentConf
         adaptive_timers=_bool(transport, "adaptive", "transport.adaptive", True),
         connectivity="simulated" if source == "simulated" else "linux",
         deregister_on_reboot=_bool(data, "deregister_on_reboot", "deregister_on_reboot", False),
+        advertise_formats=_formats(data),
     )
 
 
@@ -439,6 +462,7 @@ data_dir = "/var/lib/fotakit-agent"      # slots, boot state, Object 5 state
 local_host = "0.0.0.0"
 initial_version = "1.0.0"                # version of the firmware installed at first start
 initial_sequence = 0                     # its sequence number (seeds anti-rollback)
+# advertise_formats = [112]              # root link ct in Register; default one bare ct=112
 
 [device]
 manufacturer = "Example Ltd"

@@ -16,6 +16,12 @@ of the agent is what one start of the firmware is on a real device:
    :meth:`SlotStore.revert`, a "reboot" into the old slot and Update Result 8 with /3/0/3
    the old version.
 
+Why an attempt failed goes beyond Update Result: the agent records the reason in its
+private object /33600/0 "fotakit Update Diagnostics" (:mod:`fotakit.agent.diagnostics`,
+docs/agent-guide.md), whenever a download, verification, installation or trial boot fails
+and when a restart cut an update short. Failures that Object 5 decides by itself (an
+invalid URI, an unsupported protocol, an abandoned push) get the Update Result's meaning.
+
 The update flow (security-design §5 "A/B flow"): pull (:class:`Downloader`) or push
 (Block1 writes on /5/0/0) write the inactive slot while a
 :class:`~fotakit.packages.StreamingPackageVerifier` checks the bytes as they arrive, so a
@@ -37,6 +43,7 @@ State on disk (all written with fsync + atomic rename, :mod:`fotakit.agent.persi
     data_dir/slots/{a,b}/   the slots' images and descriptions
     data_dir/object5.json   the Object 5 snapshot, written on every change before notify
     data_dir/download.json  the pull progress (URI, offset, ETag, total), every 64 KiB
+    data_dir/diagnostics.json  the last update failure (/33600/0)
 """
 
 from __future__ import annotations
@@ -46,12 +53,13 @@ import contextlib
 import enum
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Final
 
 from fotakit.agent.config import AgentConfig
+from fotakit.agent.diagnostics import UpdateDiagnostics
 from fotakit.agent.download import Downloader, DownloadError, DownloadProgress
 from fotakit.agent.fsm import GIVEN_RESULTS, Trigger
 from fotakit.agent.health import (
@@ -78,7 +86,9 @@ from fotakit.agent.persist import (
     remove_stale_temp_files,
 )
 from fotakit.agent.slots import (
+    REASON_CRASH_LOOP,
     REASON_HEALTH_CHECK,
+    REASON_IMAGE_DAMAGED,
     OutcomeKind,
     SlotError,
     SlotFull,
@@ -111,6 +121,7 @@ from fotakit.lwm2m.objects import (
     DEVICE,
     FIRMWARE_UPDATE,
     DeliveryMethod,
+    FailurePhase,
     State,
     UpdateProtocol,
     UpdateResult,
@@ -138,11 +149,27 @@ STATUS_REFRESH: Final = 60.0
 _REFEED_CHUNK: Final = 64 * 1024
 _DOWNLOAD_RESULTS: Final = GIVEN_RESULTS[Trigger.DOWNLOAD_FAILED]
 _MAX_REBOOTS_PER_START: Final = 10_000
+#: The Update Results that report a failed attempt (Object 5 1.2: 2-9; 10 Cancelled and 11
+#: Deferred are decisions, not failures).
+_FAILURES: Final = frozenset(UpdateResult(r) for r in range(2, 10))
+#: What each failure result means (the Update Result description of the registry's 5.xml):
+#: the text of a failure Object 5 decided by itself, without the agent knowing more.
+_RESULT_TEXT: Final = {
+    UpdateResult.NOT_ENOUGH_FLASH: "not enough flash memory for the new firmware package",
+    UpdateResult.OUT_OF_RAM: "out of RAM during the download",
+    UpdateResult.CONNECTION_LOST: "connection lost during the download",
+    UpdateResult.INTEGRITY_CHECK_FAILURE: "integrity check failure of the downloaded package",
+    UpdateResult.UNSUPPORTED_PACKAGE_TYPE: "unsupported package type",
+    UpdateResult.INVALID_URI: "invalid URI",
+    UpdateResult.UPDATE_FAILED: "firmware update failed",
+    UpdateResult.UNSUPPORTED_PROTOCOL: "unsupported protocol",
+}
 
 
 class AgentEventKind(enum.StrEnum):
     BOOTED = "booted"  # slot, version, trial, trial_boot
     REGISTERED = "registered"
+    REGISTRATION_FAILED = "registration_failed"  # code, diagnostic, detail (then retried)
     STATE = "state"  # Object 5 state/result changed (persisted)
     PROGRESS = "progress"  # download progress persisted (offset, total)
     RESUMED = "resumed"  # a pull continues from a persisted offset (offset, uri)
@@ -317,6 +344,9 @@ class Agent:
         self._running = False
         self._reboot_task: asyncio.Task[None] | None = None
         self._last_progress_saved = -1
+        self.diagnostics: UpdateDiagnostics | None = None
+        self._last_result = UpdateResult.INITIAL
+        self._explained = False  # a failure being reported was recorded with its reason
 
     # -- public state ---------------------------------------------------------------------
     @property
@@ -378,6 +408,10 @@ class Agent:
     @property
     def _download_file(self) -> Path:
         return self.config.data_dir / "download.json"
+
+    @property
+    def _diagnostics_file(self) -> Path:
+        return self.config.data_dir / "diagnostics.json"
 
     # -- lifecycle ---------------------------------------------------------------------------
     async def start(self) -> None:
@@ -492,6 +526,8 @@ class Agent:
                 snapshot = FirmwareSnapshot.from_json(raw.decode("utf-8"))
             except (UnicodeDecodeError, ValueError) as exc:
                 raise CorruptStateError(self._object5_file, str(exc)) from exc
+        self.diagnostics = UpdateDiagnostics(self._diagnostics_file)
+        self._last_result = snapshot.result if snapshot is not None else UpdateResult.INITIAL
         self.firmware = FirmwareUpdateInstance(self, snapshot=snapshot)
         if self.device is None:  # made once: they survive reboots with their sources
             self.device = DeviceInstance(
@@ -518,11 +554,13 @@ class Agent:
                 local_port=cfg.local_port,
                 transport=cfg.transport,
                 queue_mode=cfg.queue_mode,
+                advertise_formats=cfg.advertise_formats,
             ),
             [
                 LwM2MObject(DEVICE, {0: self.device}),
                 LwM2MObject(CONNECTIVITY_MONITORING, {0: self.connectivity}),
                 LwM2MObject(FIRMWARE_UPDATE, {0: self.firmware}),
+                self.diagnostics.lwm2m_object(),
             ],
         )
         self._client = client
@@ -562,6 +600,15 @@ class Agent:
                 registration=event.registration_id,
                 version=self.running_version,
             )
+        elif event.kind is EventKind.REGISTRATION_FAILED:
+            # The client has logged it at WARNING and retries after its backoff; the
+            # event line lets an operator see why without raising the log level.
+            self._emit(
+                AgentEventKind.REGISTRATION_FAILED,
+                code=event.code,
+                diagnostic=event.diagnostic,
+                detail=event.detail,
+            )
 
     def _reconcile(self, trial: bool, outcome: Any) -> None:
         """Make Object 5 tell the truth about what happened before this boot."""
@@ -569,9 +616,17 @@ class Agent:
         assert fw is not None
         state = fw.snapshot.state
         if outcome is not None:
+            if outcome.kind is OutcomeKind.REVERTED:
+                self._record_failure(
+                    _revert_phase(outcome.reason),
+                    f"{outcome.reason}; rolled back to {self.running_version}",
+                    outcome.update_result,
+                    outcome.version,
+                )
             if state is State.UPDATING:
                 # a rejected image is dropped (Idle/8), not offered for a retry
-                fw.update_finished(outcome.update_result)
+                with self._explaining():
+                    fw.update_finished(outcome.update_result)
             if outcome.kind is OutcomeKind.REVERTED:
                 self._emit(
                     AgentEventKind.REVERTED,
@@ -586,7 +641,14 @@ class Agent:
         elif state is State.UPDATING and not trial:
             # Killed after Execute but before the slot was marked pending: nothing was
             # installed; the verified image is still there, so the update can be retried.
-            fw.update_finished(UpdateResult.UPDATE_FAILED, retryable=True)
+            self._record_failure(
+                FailurePhase.INTERRUPTED,
+                "a restart interrupted the update before the image was installed",
+                UpdateResult.UPDATE_FAILED,
+                fw.snapshot.pkg_version,
+            )
+            with self._explaining():
+                fw.update_finished(UpdateResult.UPDATE_FAILED, retryable=True)
 
     def _resume_download(self) -> None:
         fw = self.firmware
@@ -670,6 +732,37 @@ class Agent:
             result=int(snapshot.result),
             version=self.running_version if self._slots is not None else None,
         )
+        previous, self._last_result = self._last_result, snapshot.result
+        if snapshot.result in _FAILURES and snapshot.result is not previous and not self._explained:
+            # Object 5 failed the attempt by itself (e.g. Result 7 for a bad URI): the
+            # result's meaning is all there is to say.
+            self._record_failure(
+                _result_phase(snapshot.result),
+                _RESULT_TEXT[snapshot.result],
+                snapshot.result,
+                snapshot.pkg_version,
+            )
+
+    # -- update diagnostics (/33600/0) ------------------------------------------------------------
+    def _record_failure(
+        self, phase: FailurePhase, text: str, result: UpdateResult, version: str | None
+    ) -> None:
+        """Keep why this attempt failed in /33600/0 (persisted before it is readable)."""
+        if self.diagnostics is None:
+            return
+        self.diagnostics.record_failure(
+            phase, text, result=int(result), version=version, at=time.time()
+        )
+        _log.info("update failure recorded (%s, result %d): %s", phase.value, result, text)
+
+    @contextlib.contextmanager
+    def _explaining(self) -> Iterator[None]:
+        """Object 5 transitions made inside are failures already recorded with a reason."""
+        self._explained = True
+        try:
+            yield
+        finally:
+            self._explained = False
 
     def start_pull(self, uri: str) -> None:
         progress = self._load_progress()
@@ -738,6 +831,7 @@ class Agent:
         cfg = self.config
         slots = self.slots
         writer: SlotWriter | None = None
+        sink: _VerifyingSink | None = None
         try:
             resumable = resume is not None and slots.slot(slots.inactive_name).state in (
                 SlotState.WRITING,
@@ -784,18 +878,20 @@ class Agent:
                 writer.close()
             raise
         except (DownloadError, PackageError, SlotError, OSError) as exc:
-            self._download_failed(exc, writer)
+            self._download_failed(exc, writer, sink)
             return
         except Exception as exc:  # a bug must not leave Object 5 in Downloading forever
             _log.exception("pull of %s failed unexpectedly", uri)
-            self._download_failed(exc, writer)
+            self._download_failed(exc, writer, sink)
             return
         self._pull_task = None
         self._emit(AgentEventKind.DOWNLOADED, version=info.version, sequence=info.sequence)
         fw.download_finished(UpdateResult.SUCCESS, pkg_name=info.pkg_name, pkg_version=info.version)
         self._clear_progress()  # only now that Downloaded is persisted
 
-    def _download_failed(self, exc: Exception, writer: SlotWriter | None) -> None:
+    def _download_failed(
+        self, exc: Exception, writer: SlotWriter | None, sink: _VerifyingSink | None = None
+    ) -> None:
         fw = self.firmware
         assert fw is not None
         result = _result_of(exc)
@@ -805,7 +901,16 @@ class Agent:
         self._discard_slot()  # Idle: "remove the downloaded firmware image" (object 1.1)
         self._pull_task = None
         self._emit(AgentEventKind.FAILED, result=int(result), error=str(exc))
-        fw.download_finished(result)
+        # only an authenticated manifest names the version: an unsigned one may lie
+        manifest = sink.verifier.manifest if sink is not None else None
+        self._record_failure(
+            FailurePhase.VERIFY if isinstance(exc, PackageError) else FailurePhase.DOWNLOAD,
+            _failure_text(exc),
+            result,
+            manifest.version if manifest is not None else None,
+        )
+        with self._explaining():
+            fw.download_finished(result)
 
     async def _finish_push(self, sink: _VerifyingSink) -> None:
         fw = self.firmware
@@ -833,11 +938,11 @@ class Agent:
                 check_digest=False,
             )
         except (PackageError, SlotError, OSError) as exc:
-            self._download_failed(exc, sink.writer)
+            self._download_failed(exc, sink.writer, sink)
             return
         except Exception as exc:
             _log.exception("verification of a pushed image failed unexpectedly")
-            self._download_failed(exc, sink.writer)
+            self._download_failed(exc, sink.writer, sink)
             return
         self._emit(AgentEventKind.DOWNLOADED, version=info.version, sequence=info.sequence)
         fw.download_finished(UpdateResult.SUCCESS, pkg_name=info.pkg_name, pkg_version=info.version)
@@ -855,7 +960,14 @@ class Agent:
             self._emit(
                 AgentEventKind.FAILED, result=int(UpdateResult.UPDATE_FAILED), error=str(exc)
             )
-            fw.update_finished(UpdateResult.UPDATE_FAILED, retryable=True)
+            self._record_failure(
+                FailurePhase.INSTALL,
+                f"installation failed: {_failure_text(exc)}",
+                UpdateResult.UPDATE_FAILED,
+                fw.snapshot.pkg_version,
+            )
+            with self._explaining():
+                fw.update_finished(UpdateResult.UPDATE_FAILED, retryable=True)
             return
         self.request_reboot("update", delay=REBOOT_DELAY)  # let the Updating notification out
 
@@ -864,6 +976,31 @@ class Agent:
         slots = self.slots
         name = slots.inactive_name
         await self.installer.install(slots.slot(name), slots.image_path(name))
+
+
+def _result_phase(result: UpdateResult) -> FailurePhase:
+    """The /33600/0/4 phase a bare Update Result points at (5 and 6 are verification)."""
+    if result in (UpdateResult.INTEGRITY_CHECK_FAILURE, UpdateResult.UNSUPPORTED_PACKAGE_TYPE):
+        return FailurePhase.VERIFY
+    if result is UpdateResult.UPDATE_FAILED:
+        return FailurePhase.INSTALL
+    return FailurePhase.DOWNLOAD
+
+
+def _revert_phase(reason: str) -> FailurePhase:
+    """The /33600/0/4 phase of a rollback, from the reason the slot store recorded."""
+    if reason.startswith(REASON_HEALTH_CHECK):
+        return FailurePhase.HEALTH_CHECK
+    if reason.startswith(REASON_CRASH_LOOP):
+        return FailurePhase.CRASH_LOOP
+    if reason.startswith(REASON_IMAGE_DAMAGED):
+        return FailurePhase.IMAGE_DAMAGED
+    return FailurePhase.INSTALL
+
+
+def _failure_text(exc: BaseException) -> str:
+    """An exception as a failure reason: its message, or its kind if it has none."""
+    return str(exc) or type(exc).__name__
 
 
 def _result_of(exc: BaseException) -> UpdateResult:

@@ -37,7 +37,6 @@ from fotakit.client.registration import Registrar, Settings
 from fotakit.client.tree import ObjectTree
 from fotakit.coap import create_endpoint
 from fotakit.lwm2m.attributes import NotificationAttributes
-from fotakit.lwm2m.codecs import ContentFormat
 from fotakit.lwm2m.linkformat import Link, links_for_objects
 from fotakit.lwm2m.model import ObjectDef, ObjectRegistry
 from fotakit.lwm2m.path import Path
@@ -47,16 +46,6 @@ _log = logging.getLogger(__name__)
 SECURITY_ID = 0
 SERVER_ID = 1
 DEVICE_ID = 3
-
-
-def _content_formats(version: str) -> tuple[int, ...]:
-    """The optional formats advertised in the root link ``ct`` (TS §6.2.1)."""
-    if version == "1.0":
-        return ()
-    formats = [ContentFormat.SENML_JSON, ContentFormat.SENML_CBOR]
-    if version != "1.1":
-        formats.append(ContentFormat.LWM2M_CBOR)
-    return tuple(int(f) for f in formats)
 
 
 def _version_key(version: str) -> tuple[int, ...]:
@@ -247,7 +236,7 @@ class LwM2MClient:
             self._events,
             self.registration_links,
             self._settings,
-            _content_formats(self.config.lwm2m_version),
+            self.config.content_formats,
             on_sent=self._touch,
         )
         self._task = asyncio.create_task(

@@ -29,10 +29,16 @@ class EventKind(enum.Enum):
 
 @dataclass(frozen=True, slots=True)
 class RegistrationEvent:
+    """One transition. For a failed Register/Update, ``code`` is the server's response
+    code (``"4.00"``; None if no answer came) and ``diagnostic`` its diagnostic payload
+    (RFC 7252 §5.5.2), both also summed up in ``detail``."""
+
     kind: EventKind
     registration_id: str | None = None
     detail: str = ""
     at: float = field(default_factory=monotonic)
+    code: str | None = None
+    diagnostic: str = ""
 
 
 EventListener = Callable[[RegistrationEvent], None]
@@ -54,8 +60,16 @@ class EventHub:
     def remove_listener(self, listener: EventListener) -> None:
         self._listeners.remove(listener)
 
-    def emit(self, kind: EventKind, registration_id: str | None = None, detail: str = "") -> None:
-        event = RegistrationEvent(kind, registration_id, detail)
+    def emit(
+        self,
+        kind: EventKind,
+        registration_id: str | None = None,
+        detail: str = "",
+        *,
+        code: str | None = None,
+        diagnostic: str = "",
+    ) -> None:
+        event = RegistrationEvent(kind, registration_id, detail, code=code, diagnostic=diagnostic)
         _log.debug("registration event %s %s %s", kind.value, registration_id, detail)
         if self.queue.full():
             self.queue.get_nowait()

@@ -10,6 +10,12 @@ exponential backoff (``register_retry_initial`` doubling up to ``register_retry_
 when registered it waits until the Update is due (lifetime minus margin) or someone asks
 for one (:meth:`Registrar.update`), then sends Update. Every message goes through one lock
 so a Register, an Update and a De-register never overlap.
+
+A refused Register (any answer but 2.01, or no answer) is never silent: it is logged at
+WARNING with the response code and the server's diagnostic payload (RFC 7252 §5.5.2: a
+4.xx/5.xx answer may carry a human-readable UTF-8 reason, e.g. which query parameter or
+link attribute it could not parse) and emitted as ``REGISTRATION_FAILED`` with ``code``
+and ``diagnostic`` set, and the loop retries after the backoff.
 """
 
 from __future__ import annotations
@@ -39,9 +45,47 @@ from fotakit.lwm2m.registration import (
 
 _log = logging.getLogger(__name__)
 
+#: A diagnostic payload is shown (log, event) up to this many characters: it is for humans,
+#: and a misbehaving server must not flood the log.
+MAX_DIAGNOSTIC_CHARS = 256
+
 
 class RegistrationFailed(Exception):
-    """A Register, Update or De-register did not get its success code."""
+    """A Register, Update or De-register did not get its success code.
+
+    ``code`` is the response code (``"4.00"``), None when there was no answer (timeout,
+    network error); ``diagnostic`` the diagnostic payload of the answer, if any.
+    """
+
+    def __init__(self, message: str, *, code: str | None = None, diagnostic: str = "") -> None:
+        super().__init__(message)
+        self.code = code
+        self.diagnostic = diagnostic
+
+
+def diagnostic_text(response: Message) -> str:
+    """The diagnostic payload of an error answer as printable text (RFC 7252 §5.5.2).
+
+    The payload is UTF-8 "intended for a human" and carries no Content-Format; bytes that
+    do not decode are replaced, control characters dropped, and the text bounded.
+    """
+    if not response.payload:
+        return ""
+    text = bytes(response.payload).decode("utf-8", errors="replace")
+    text = "".join(c if c.isprintable() else " " for c in text).strip()
+    if len(text) > MAX_DIAGNOSTIC_CHARS:
+        text = text[:MAX_DIAGNOSTIC_CHARS] + "..."
+    return text
+
+
+def refused(what: str, response: Message) -> RegistrationFailed:
+    """The RegistrationFailed for an answer that is not the expected success code."""
+    code = response.code.dotted
+    diagnostic = diagnostic_text(response)
+    message = f"{what} answered {response.code}"
+    if diagnostic:
+        message += f": {diagnostic}"
+    return RegistrationFailed(message, code=code, diagnostic=diagnostic)
 
 
 @dataclass(frozen=True, slots=True)
@@ -171,7 +215,20 @@ class Registrar:
         try:
             await self.register()
         except RegistrationFailed as exc:
-            self._events.emit(EventKind.REGISTRATION_FAILED, None, str(exc))
+            _log.warning(
+                "Register of %s with %s refused: code %s, diagnostic %r",
+                self._config.endpoint,
+                self._config.server_uri,
+                exc.code or "none (no answer)",
+                exc.diagnostic,
+            )
+            self._events.emit(
+                EventKind.REGISTRATION_FAILED,
+                None,
+                str(exc),
+                code=exc.code,
+                diagnostic=exc.diagnostic,
+            )
             return False
         return True
 
@@ -199,7 +256,7 @@ class Registrar:
         async with self._lock:
             response = await self._exchange(request, "Register")
             if response.code != Code.CREATED:
-                raise RegistrationFailed(f"Register answered {response.code}")
+                raise refused("Register", response)
             location = tuple(response.opt.location_path)
             if not location:
                 raise RegistrationFailed("Register answer has no Location-Path")
@@ -219,7 +276,19 @@ class Registrar:
         try:
             return await self.update(objects_changed=objects_changed)
         except RegistrationFailed as exc:
-            self._events.emit(EventKind.UPDATE_FAILED, self.registration_id, str(exc))
+            _log.warning(
+                "Update of %s refused: code %s, diagnostic %r",
+                self._config.endpoint,
+                exc.code or "none (no answer)",
+                exc.diagnostic,
+            )
+            self._events.emit(
+                EventKind.UPDATE_FAILED,
+                self.registration_id,
+                str(exc),
+                code=exc.code,
+                diagnostic=exc.diagnostic,
+            )
             return False
 
     async def update(self, *, objects_changed: bool = False) -> bool:
@@ -260,7 +329,7 @@ class Registrar:
                 self._events.emit(EventKind.UPDATE_FAILED, old, "server answered 4.04")
                 return False
             if response.code != Code.CHANGED:
-                raise RegistrationFailed(f"Update answered {response.code}")
+                raise refused("Update", response)
             self._sent = settings
             if objects_changed:
                 self._objects_dirty = False

@@ -17,6 +17,10 @@ Facts are read with three requests (TS Core §6.3.1 Read of an object instance):
 (State, Update Result, PkgVersion, Protocol Support, Delivery Method, Severity, defer,
 auto-upgrade), ``/3/0/3`` (Firmware Version) and ``/4/0`` (bearer, RSSI, link quality).
 A missing Object 4 (4.04) is not an error: the device simply reports no radio figures.
+
+Why a device's update failed is read from its private object /33600/0 "fotakit Update
+Diagnostics" (docs/agent-guide.md): :meth:`DeviceIO.read_failure_text`. Devices without
+that object (any other LwM2M client) answer 4.04, which is not an error either.
 """
 
 from __future__ import annotations
@@ -32,6 +36,7 @@ from fotakit.lwm2m.objects.paths import (
     CONNECTIVITY_NETWORK_BEARER,
     CONNECTIVITY_RADIO_SIGNAL_STRENGTH,
     DEVICE_FIRMWARE_VERSION,
+    DIAGNOSTICS_LAST_FAILURE_TEXT,
     FIRMWARE_AUTOMATIC_UPGRADE,
     FIRMWARE_CANCEL,
     FIRMWARE_DELIVERY_METHOD,
@@ -282,6 +287,20 @@ class DeviceIO:
             values["rtt_s"] = min(rtts)  # a queued request's wait is not a round trip
         facts = self.registration_facts(endpoint).merged(DeviceFacts(endpoint=endpoint, **values))
         return FactsRead(facts, codes)
+
+    async def read_failure_text(self, endpoint: str, timeout: float) -> str | None:  # noqa: ASYNC109
+        """Why the device's last update attempt failed, in its own words (/33600/0/0).
+
+        None when there is nothing to say: the device has no such object (4.04, or any
+        other error answer), has recorded no failure yet (empty text), or did not answer
+        within ``timeout``. Never raises for a device-side problem.
+        """
+        outcome = await self._run(
+            self.server.read_value(endpoint, DIAGNOSTICS_LAST_FAILURE_TEXT), timeout, endpoint
+        )
+        if not outcome.ok:
+            return None
+        return _str(outcome.value) or None
 
     async def observe(self, endpoint: str, path: Path, timeout: float) -> Outcome:  # noqa: ASYNC109
         """Observe ``path``; the outcome's value is the :class:`Observation`."""

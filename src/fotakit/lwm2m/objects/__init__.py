@@ -1,8 +1,9 @@
-"""Built-in definitions of the core LwM2M objects 0, 1, 3, 4 and 5.
+"""Built-in definitions of the core LwM2M objects 0, 1, 3, 4 and 5, and fotakit's own 33600.
 
 Written in Python (not loaded from XML at run time) from the OMA LwM2M registry DDFs
 (``OpenMobileAlliance/lwm2m-registry``): 0 Security v1.2, 1 Server v1.2, 3 Device v1.2,
 4 Connectivity Monitoring v1.3, 5 Firmware Update v1.2. TS Core 1.2 Appendix E.
+33600 "fotakit Update Diagnostics" is the agent's private object (:mod:`.diagnostics`).
 User objects come from :func:`fotakit.lwm2m.ddf.load_ddf` and are added to the registry.
 """
 
@@ -13,6 +14,12 @@ from typing import Final
 from fotakit.lwm2m.model import ObjectDef, ObjectRegistry
 from fotakit.lwm2m.objects.connectivity import CONNECTIVITY_MONITORING, NetworkBearer
 from fotakit.lwm2m.objects.device import DEVICE
+from fotakit.lwm2m.objects.diagnostics import (
+    UPDATE_DIAGNOSTICS,
+    UPDATE_DIAGNOSTICS_ID,
+    DiagnosticsResource,
+    FailurePhase,
+)
 from fotakit.lwm2m.objects.firmware import (
     FIRMWARE_UPDATE,
     DeliveryMethod,
@@ -67,10 +74,14 @@ BUILTIN_OBJECTS: Final[tuple[ObjectDef, ...]] = (
     FIRMWARE_UPDATE,
 )
 
+#: fotakit's own objects, in the vendor range: known to the server and the CLI so they
+#: can decode what the agent serves.
+VENDOR_OBJECTS: Final[tuple[ObjectDef, ...]] = (UPDATE_DIAGNOSTICS,)
+
 
 def builtin_registry() -> ObjectRegistry:
-    """A new registry holding objects 0, 1, 3, 4 and 5 (callers may add their own)."""
-    return ObjectRegistry(BUILTIN_OBJECTS)
+    """A new registry holding objects 0, 1, 3, 4, 5 and 33600 (callers may add their own)."""
+    return ObjectRegistry((*BUILTIN_OBJECTS, *VENDOR_OBJECTS))
 
 
 __all__ = [
@@ -113,7 +124,12 @@ __all__ = [
     "SERVER_LIFETIME",
     "SERVER_REGISTRATION_UPDATE_TRIGGER",
     "SERVER_SHORT_ID",
+    "UPDATE_DIAGNOSTICS",
+    "UPDATE_DIAGNOSTICS_ID",
+    "VENDOR_OBJECTS",
     "DeliveryMethod",
+    "DiagnosticsResource",
+    "FailurePhase",
     "NetworkBearer",
     "Severity",
     "State",

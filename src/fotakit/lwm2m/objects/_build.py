@@ -52,11 +52,14 @@ def obj(
     mandatory: bool,
     description: str,
     resources: list[ResourceDef],
+    namespace: str = "oma",
 ) -> ObjectDef:
+    """``namespace`` is the URN label of the object's ID range: ``oma`` for OMA objects,
+    ``x`` for vendor objects (OMNA LwM2M registry, "ObjectID Classes")."""
     table = {r.id: r for r in resources}
     if len(table) != len(resources):
         raise ValueError(f"duplicate resource ID in object {object_id}")
-    urn = f"urn:oma:lwm2m:oma:{object_id}" + ("" if version == "1.0" else f":{version}")
+    urn = f"urn:oma:lwm2m:{namespace}:{object_id}" + ("" if version == "1.0" else f":{version}")
     return ObjectDef(
         id=object_id,
         name=name,

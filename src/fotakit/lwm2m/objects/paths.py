@@ -22,6 +22,10 @@ CONNECTIVITY_NETWORK_BEARER: Final = Path(4, 0, 0)
 CONNECTIVITY_RADIO_SIGNAL_STRENGTH: Final = Path(4, 0, 2)
 CONNECTIVITY_LINK_QUALITY: Final = Path(4, 0, 3)
 
+# Object 33600 fotakit Update Diagnostics (fotakit.lwm2m.objects.diagnostics)
+DIAGNOSTICS_LAST_FAILURE_TEXT: Final = Path(33600, 0, 0)
+DIAGNOSTICS_LAST_FAILURE_TIME: Final = Path(33600, 0, 1)
+
 # Object 5 Firmware Update
 FIRMWARE: Final = Path(5)
 FIRMWARE_INSTANCE: Final = Path(5, 0)
