@@ -34,6 +34,7 @@ from fotakit.repository import PackageRecord
 from fotakit.server import RequestQueued
 from fotakit.updates.campaign import CampaignSpec, WaveSpec
 from fotakit.updates.job import JobPolicy
+from fotakit.updates.records import NewEvent
 from fotakit.updates.targets import TargetSpec
 
 FAST_POLICY = JobPolicy(backoff_base_s=0.5, backoff_max_s=1.0, transfer_floor_s=5.0)
@@ -101,6 +102,32 @@ async def test_reregistration_on_the_old_version_fails_as_rolled_back(
     # it was judged after the device re-registered
     inputs = [ev.details.get("input") for ev in events if ev.kind == "input"]
     assert "registered" in inputs
+
+
+async def test_a_failed_job_carries_the_devices_own_words(tmp_path: Path, sqlite_url: str) -> None:
+    """The agent knows why its update failed (object 33600, docs/agent-guide.md); the
+    server reads it when the job fails and the job's reason detail carries it."""
+    async with env(tmp_path, sqlite_url) as e:
+        e.fleet.make("d1", e.site.server.port, health_command=("sh", "-c", "exit 3"))
+        await e.fleet.start(e.site.server, ["d1"])
+        async with make_service(e.site, sqlite_url, policy=FAST_POLICY) as service:
+            async with service.subscribe() as queue:
+                job_id = await service.start_job("d1", e.package.id)
+                said = await next_event(
+                    queue, NewEvent, lambda ev: ev.kind == "device_diagnostics", timeout=40
+                )
+            job = await service.job(job_id)
+            events = await all_events(service, job_id=job_id)
+    assert job is not None and (job.state, job.reason) == ("failed", "rolled_back")
+    text = said.details["text"]
+    assert "health check" in text and "status 3" in text, text
+    assert job.reason_detail is not None and text in job.reason_detail, job.reason_detail
+    assert job.reason_detail.startswith("the device says: ") or "; the device says: " in (
+        job.reason_detail
+    )
+    # read once, after the verdict
+    kinds = [ev.kind for ev in events]
+    assert kinds.index("finished") < kinds.index("device_diagnostics")
 
 
 async def test_a_device_stuck_updating_times_out(tmp_path: Path, sqlite_url: str) -> None:

@@ -214,6 +214,12 @@ class DeviceIO:
         self._dropped.discard(inner)  # superseded() raced with the answer: it won
         return Outcome(True, "ok", time.monotonic() - start, value)
 
+    def announces(self, endpoint: str, object_id: int) -> bool:
+        """Whether the device's registration links name object ``object_id`` (TS Core
+        6.2.1: a client registers the objects and instances it has)."""
+        reg = self.server.get(endpoint)
+        return reg is not None and object_id in reg.object_ids()
+
     def registration_facts(self, endpoint: str) -> DeviceFacts:
         """What the registration says (LwM2M version, queue mode, lifetime)."""
         reg = self.server.get(endpoint)

@@ -36,6 +36,7 @@ from fotakit.lwm2m.objects.paths import (
     FIRMWARE_STATE,
     FIRMWARE_UPDATE_RESULT,
 )
+from fotakit.lwm2m.objects.diagnostics import UPDATE_DIAGNOSTICS_ID
 from fotakit.lwm2m.path import Path
 from fotakit.server import Observation
 from fotakit.store.errors import StoreError
@@ -346,6 +347,8 @@ class JobDriver:
             if active.push is not None:
                 active.push.cancel()
             self._spawn_detached(self._release(active))
+            if job.state in (jobs.JobState.FAILED, jobs.JobState.TIMED_OUT):
+                self._spawn_detached(self._diagnose(active, job.detail))
         else:
             self._arm(active, job.deadline)
             for cmd in io:
@@ -359,6 +362,23 @@ class JobDriver:
             if not obs.ended:
                 await self.io.cancel_observation(obs)
         active.observations.clear()
+
+    async def _diagnose(self, active: ActiveJob, detail: str | None) -> None:
+        """A failed job: read why the device says its update failed (object 33600, see
+        docs/agent-guide.md) when it announced that object, log it as
+        ``device_diagnostics`` and put its words into the job's reason detail."""
+        if not self.io.announces(active.endpoint, UPDATE_DIAGNOSTICS_ID):
+            return
+        text = await self.io.read_failure_text(active.endpoint, min(self.op_timeout, 10.0))
+        if text is None:
+            return
+        await self._log(active, "device_diagnostics", {"text": text})
+        words = f"the device says: {text}"
+        full = f"{detail}; {words}" if detail else words
+        try:
+            await self.store.run(lambda s: s.set_job_detail(active.job_id, full))
+        except StoreError:
+            log.exception("job %s: storing the device's diagnostics failed", active.job_id)
 
     def _drop(self, active: ActiveJob) -> None:
         self.active.pop(active.job_id, None)
