@@ -321,6 +321,4 @@ def _end_superseded(conn: Connection, row: Any, kept: str, endpoint: str, now: f
             .values(value=counters.c.value + delta)
         ).rowcount
         if not changed:
-            conn.execute(
-                insert(counters).values(campaign_id=row.campaign_id, key=key, value=delta)
-            )
+            conn.execute(insert(counters).values(campaign_id=row.campaign_id, key=key, value=delta))
