@@ -126,7 +126,8 @@ def ensure_schema(engine: Engine) -> None:
     A database with a newer (or unknown) version is refused before anything is written.
     An older one gets the missing tables, then the steps of
     :data:`~fotakit.store.schema.MIGRATIONS` from its version on (new columns, indexes and
-    the data they need), and its version row raised, all in the same transaction. On PostgreSQL a transaction-scoped advisory lock serialises processes that
+    the data they need), and its version row raised, all in the same transaction. On
+    PostgreSQL a transaction-scoped advisory lock serialises processes that
     open the same database at once (SQLite's ``BEGIN IMMEDIATE`` already does).
     """
     url = redacted(engine.url)

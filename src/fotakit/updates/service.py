@@ -32,7 +32,7 @@ from fotakit.repository import Repository
 from fotakit.server import LwM2MServer
 from fotakit.updates.campaign import Campaign, CampaignSpec
 from fotakit.updates.engine import EngineConfig, UpdateEngine
-from fotakit.updates.engine_campaigns import CampaignError, Inventory
+from fotakit.updates.engine_campaigns import BUSY_KEY, CampaignError, Inventory
 from fotakit.updates.engine_packages import BaseUris, PackageSource
 from fotakit.updates.inventory import DeviceInventory
 from fotakit.updates.job import JobPolicy
@@ -65,6 +65,9 @@ class Progress:
     total: int
     by_state: Mapping[str, int]
     by_reason: Mapping[str, int]
+    busy: int = 0
+    """Members queued because their device has an unfinished job of another campaign or a
+    single-device job (they have no job yet; see docs/operator-guide.md)."""
 
     @property
     def finished(self) -> int:
@@ -81,6 +84,7 @@ class Progress:
             "finished": self.finished,
             "by_state": dict(self.by_state),
             "by_reason": dict(self.by_reason),
+            "busy": self.busy,
         }
 
 
@@ -376,4 +380,5 @@ def _progress(rec: CampaignRecord, counters: Mapping[str, int]) -> Progress:
         total=counters.get(TOTAL_KEY, 0),
         by_state=by_state,
         by_reason=by_reason,
+        busy=counters.get(BUSY_KEY, 0),
     )

@@ -46,8 +46,8 @@ from sqlalchemy import (
     Text,
     UniqueConstraint,
     func,
-    inspect,
     insert,
+    inspect,
     select,
     text,
     update,
@@ -243,7 +243,7 @@ def upgrade_jobs_to_v3(conn: Connection) -> None:
     columns = {c["name"] for c in inspect(conn).get_columns("jobs")}
     if "reason_detail" not in columns:
         conn.execute(text("ALTER TABLE jobs ADD COLUMN reason_detail TEXT"))
-    jobs = JobRow.__table__
+    jobs = Base.metadata.tables["jobs"]
     unfinished = jobs.c.state.not_in(TERMINAL_NAMES)
     crowded = (
         select(jobs.c.endpoint).where(unfinished).group_by(jobs.c.endpoint).having(func.count() > 1)
@@ -274,7 +274,7 @@ def upgrade_jobs_to_v3(conn: Connection) -> None:
 
 
 def _end_superseded(conn: Connection, row: Any, kept: str, endpoint: str, now: float) -> None:
-    jobs = JobRow.__table__
+    jobs = Base.metadata.tables["jobs"]
     detail = SUPERSEDED_DETAIL.format(kept=kept)
     conn.execute(
         update(jobs)
@@ -291,7 +291,7 @@ def _end_superseded(conn: Connection, row: Any, kept: str, endpoint: str, now: f
         )
     )
     conn.execute(
-        insert(JobEventRow.__table__).values(
+        insert(Base.metadata.tables["job_events"]).values(
             job_id=row.id,
             endpoint=endpoint,
             campaign_id=row.campaign_id,
@@ -313,7 +313,7 @@ def _end_superseded(conn: Connection, row: Any, kept: str, endpoint: str, now: f
         deltas[reason_key("cancelled")] = 1
         if row.reason is not None:
             deltas[reason_key(row.reason)] = -1
-    counters = CampaignCounterRow.__table__
+    counters = Base.metadata.tables["campaign_counters"]
     for key, delta in sorted(deltas.items()):
         changed = conn.execute(
             update(counters)
