@@ -185,7 +185,8 @@ class UpdateService:
         inventory = self._inventory
         if inventory is None:
             # not read while a job talks to it; read again when its job ends
-            self._own_inventory = DeviceInventory(self.server, busy=self._busy)
+            # kept in the database: known after a restart even when a read fails
+            self._own_inventory = DeviceInventory(self.server, busy=self._busy, store=store)
             await self._own_inventory.start()
             # the devices registered already are read before any job may talk to them
             with contextlib.suppress(TimeoutError):
