@@ -470,13 +470,14 @@ def test_a_campaign_skips_a_busy_device_and_reports_the_job_it_waits_for(
 @pytest.mark.timeout(120)
 async def test_processes_racing_for_one_device_create_exactly_one_job(db_url: str) -> None:
     with UpdateStore.open(db_url) as store:
-        campaign = store.create_campaign({}, state="running")
+        one = store.create_campaign({}, state="running")
+        two = store.create_campaign({}, state="running")
 
     outputs = await run_together(
         ("create_job", db_url, "urn:dev:race"),
-        ("add_member", db_url, campaign.id, "urn:dev:race"),
+        ("add_member", db_url, one.id, "urn:dev:race"),
         ("create_job", db_url, "urn:dev:race"),
-        ("add_member", db_url, campaign.id, "urn:dev:race"),
+        ("add_member", db_url, two.id, "urn:dev:race"),
     )
 
     lines = [line for out in outputs for line in out]
