@@ -486,7 +486,8 @@ async def firmware(ctx: Ctx, endpoint: Endpoint) -> dict[str, Any]:
     dependencies=[OPERATOR],
 )
 async def update_device(ctx: Ctx, endpoint: Endpoint, body: models.UpdateBody) -> dict[str, Any]:
-    """Start a single-device update job to a stored package."""
+    """Start a single-device update job to a stored package (409 while the device has an
+    unfinished job)."""
     from fotakit.repository.errors import UnknownPackage
 
     service = ctx.need_service()
