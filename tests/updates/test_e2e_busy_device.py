@@ -19,6 +19,7 @@ from e2e_helpers import (
     running_site,
     trust_for,
     wait_campaign,
+    wait_job,
 )
 
 from fotakit.packages import generate_key
@@ -89,3 +90,41 @@ async def test_second_campaign_waits_for_the_first_on_a_busy_device(
     busy = [e for e in device_log if e.kind == "device_busy"]
     assert [(e.campaign_id, e.details["job_id"]) for e in busy] == [(second, first_job.id)]
     assert [e.id for e in second_log if e.kind == "device_busy"] == [busy[0].id]
+
+
+async def test_a_campaign_waits_for_a_single_device_update_then_takes_the_device(
+    tmp_path: Path, sqlite_url: str
+) -> None:
+    key = generate_key("ed25519")
+    async with running_site(tmp_path, sqlite_url, key) as site:
+        fleet = Fleet(tmp_path / "agents", trust_for(key))
+        ep = "dev-single"
+        fleet.make(ep, site.server.port)
+        await fleet.start(site.server, [ep])
+        two = site.publish(payload_of(8_000, 23), version="2.0.0", sequence=2)
+        three = site.publish(payload_of(8_000, 24), version="3.0.0", sequence=3)
+        service = make_service(site, sqlite_url, policy=POLICY)
+        await service.start()
+        try:
+            single = await service.start_job(ep, two.id)
+            cid = await service.create_campaign(
+                CampaignSpec(name="to 3", package_id=three.id, target=TargetSpec(endpoints=(ep,)))
+            )
+            await service.start_campaign(cid)
+            waiting = await service.progress(cid)
+            single_done = await wait_job(service, single, 60)
+            done = await wait_campaign(service, cid, ENDED, 60)
+            jobs = await service.jobs(cid)
+            progress = await service.progress(cid)
+            busy = [e for e in await all_events(service, endpoint=ep) if e.kind == "device_busy"]
+            versions = fleet.versions()
+        finally:
+            await service.stop()
+            await fleet.stop()
+    assert waiting.busy == 1, waiting
+    assert (single_done.state, single_done.reason) == ("succeeded", None)
+    assert done.state == "completed"
+    assert [(j.state, j.reason) for j in jobs] == [("succeeded", None)]
+    assert (progress.busy, progress.total) == (0, 1)
+    assert [(e.campaign_id, e.details["job_id"]) for e in busy] == [(cid, single)]
+    assert versions == {ep: "3.0.0"} and dict(fleet.installs) == {ep: 2}

@@ -335,6 +335,9 @@ class CampaignRunner:
             "total", 0
         ) < len(campaign.members):
             await self._add_jobs(cid, campaign, counters)
+        elif counters.get(BUSY_KEY, 0) and campaign.state.terminal:
+            # cancelled or aborted while members were queued: none is waiting any more
+            await self.store.set_counter(cid, BUSY_KEY, 0)
         # the wave recorded once (repairs a writer that died before recording it)
         if campaign.wave > rec.wave:
             for w in range(rec.wave, campaign.wave):
