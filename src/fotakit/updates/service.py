@@ -243,7 +243,11 @@ class UpdateService:
     # -- single jobs ------------------------------------------------------------------------
 
     async def start_job(self, endpoint: str, package_id: str) -> str:
-        """Update one device to a package; returns the job ID."""
+        """Update one device to a package; returns the job ID.
+
+        Raises :class:`~fotakit.updates.store.DeviceBusy` (naming the job) when the device
+        has an unfinished job already: one at a time per device.
+        """
         return await self.engine.start_job(endpoint, package_id)
 
     async def cancel_job(self, job_id: str) -> bool:
