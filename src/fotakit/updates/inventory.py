@@ -128,7 +128,7 @@ def view_from_record(rec: InventoryRecord) -> DeviceView:
 
 
 def _json_value(value: Value) -> JsonValue:
-    """A resource value as JSON (opaque bytes as hex, object links as ``"o:i"``)."""
+    """A resource value as JSON (opaque bytes as hex, anything else as its text)."""
     if value is None or isinstance(value, str | int | float | bool):
         return value
     if isinstance(value, bytes | bytearray):

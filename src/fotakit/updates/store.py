@@ -24,6 +24,10 @@ What makes more than one server process on one PostgreSQL database safe:
   one sees a row changed (PostgreSQL re-checks the WHERE after the row lock is released).
 * **Shared rate limit.** :meth:`~UpdateStore.take_tokens` refills and takes from a token
   bucket row under its row lock.
+* **One unfinished job per device.** A partial unique index (schema version 3, see
+  :mod:`fotakit.updates.tables`) refuses a second unfinished job of an endpoint, whichever
+  process inserts it: :meth:`~UpdateStore.create_job` raises :class:`DeviceBusy`, and
+  :meth:`~UpdateStore.add_campaign_jobs` skips the device and reports it ``busy``.
 """
 
 from __future__ import annotations
