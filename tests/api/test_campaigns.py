@@ -163,6 +163,32 @@ async def test_cancel_a_running_job(stack: Stack) -> None:
     assert r.json()["state"] == "cancelled"
 
 
+async def test_a_second_update_of_a_busy_device_is_409_naming_the_unfinished_job(
+    stack: Stack,
+) -> None:
+    op = stack.client("operator")
+    pkg = await _upload(stack, "2.0.0", 2)
+    # the device is away: its job stays unfinished (pending) until it comes back
+    await stack.fleet.agents["dev-0"].stop(deregister=True)
+    r = await op.post("/api/v1/devices/dev-0/update", json={"package_id": pkg["id"]})
+    assert r.status_code == 201, r.text
+    first = r.json()["id"]
+
+    r = await op.post("/api/v1/devices/dev-0/update", json={"package_id": pkg["id"]})
+
+    body = assert_problem(r, 409)
+    assert body["type"] == "/problems/device-busy"
+    assert first in body["detail"] and "dev-0" in body["detail"]
+    assert f"/api/v1/jobs/{first}/cancel" in body["detail"]
+    jobs = await stack.service.jobs(endpoint="dev-0")
+    assert [j.id for j in jobs] == [first]
+    # once that job has ended, the device takes a new one
+    assert (await op.post(f"/api/v1/jobs/{first}/cancel")).status_code == 200
+    r = await op.post("/api/v1/devices/dev-0/update", json={"package_id": pkg["id"]})
+    assert r.status_code == 201, r.text
+    assert r.json()["id"] != first
+
+
 async def test_failures_grouped_and_retry(tmp_path: Path, sqlite_url: str) -> None:
     from fotakit.updates.job import JobPolicy
 

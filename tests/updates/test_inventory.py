@@ -391,3 +391,95 @@ async def test_campaign_by_class_and_version_through_the_service(
     assert members == updated
     assert progress.by_state == {"succeeded": 3}
     assert versions == {**dict.fromkeys(updated, "2.0.0"), "s-old": "0.9.0", "other": "1.0.0"}
+
+
+# -- the stored inventory (schema version 3) -----------------------------------------------
+
+
+async def test_a_device_without_a_view_here_is_found_in_the_store(
+    server: LwM2MServer, devices: Devices, sqlite_url: str
+) -> None:
+    from fotakit.updates.store import UpdateStore
+
+    with UpdateStore.open(sqlite_url) as store, UpdateStore.open(sqlite_url) as elsewhere:
+        reader = DeviceInventory(server, read_timeout=5.0, store=store)
+        await reader.start()
+        try:
+            devices.make("dev-s", model="class-y", version="3.1.0", tz="Asia/Tokyo")
+            await devices.start("dev-s")
+            await until(reader, lambda: reader("dev-s").firmware_version == "3.1.0")
+        finally:
+            await reader.stop()
+        # another process's inventory (never started, never read the device) knows it
+        other = DeviceInventory(server, read_timeout=5.0, store=elsewhere)
+        assert other("dev-s") == DeviceView(
+            endpoint="dev-s", class_name="class-y", firmware_version="3.1.0", tz="Asia/Tokyo"
+        )
+        assert other("nobody") == DeviceView(endpoint="nobody")
+        rec = store.get_inventory("dev-s")
+    assert rec is not None
+    assert (rec.class_name, rec.model, rec.manufacturer) == ("class-y", "class-y", "fotakit")
+    assert rec.facts["/3/0/3"] == "3.1.0" and rec.read_at is not None
+
+
+async def test_after_a_restart_a_device_whose_read_fails_keeps_class_and_version(
+    tmp_path: Path, db_url: str
+) -> None:
+    from e2e_helpers import make_service, payload_of, running_site
+
+    from fotakit.packages import generate_key
+    from fotakit.updates.campaign import CampaignSpec
+
+    key = generate_key("ed25519")
+    async with running_site(tmp_path, db_url, key) as site:
+        fleet = Devices(site.server)
+        try:
+            fleet.make("dev-r", model="class-x", version="1.0.0")
+            await fleet.start("dev-r")
+            service = make_service(site, db_url)
+            await service.start()
+            try:
+                inv = service.inventory
+                assert inv is not None
+                await until(inv, lambda: inv("dev-r").firmware_version == "1.0.0")
+            finally:
+                await service.stop()
+            # the server process restarts; the device comes back without its Device
+            # object instance, so its /3/0 read now answers 4.04
+            await fleet.clients["dev-r"].stop(deregister=True)
+            fleet.make("dev-r", no_device_instance=True)
+            await fleet.start("dev-r")
+            record = site.publish(payload_of(2_000, 5), version="2.0.0", sequence=2)
+            service = make_service(site, db_url)
+            await service.start()
+            try:
+                inv = service.inventory
+                assert inv is not None
+                await inv.settled()
+                reads = (inv.reads, inv.failed_reads)
+                view = inv("dev-r")
+                spec = CampaignSpec(
+                    name="class x from 1.0.0",
+                    package_id=record.id,
+                    target=TargetSpec(
+                        device_class=DeviceClass(name="class-x"), current_version="1.0.0"
+                    ),
+                )
+                cid = await service.create_campaign(spec)
+                await service.start_campaign(cid)
+                campaign = await service.campaign_state(cid)
+                assert campaign is not None
+                members = campaign.members
+                if members:  # (a campaign without members has completed already)
+                    await service.cancel(cid)
+            finally:
+                await service.stop()
+        finally:
+            await fleet.stop()
+    assert reads == (1, 1)  # the new process did read the device, and the read failed
+    assert (view.class_name, view.firmware_version, view.tz) == (
+        "class-x",
+        "1.0.0",
+        "Europe/Berlin",
+    )
+    assert members == ["dev-r"]

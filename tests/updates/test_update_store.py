@@ -6,13 +6,14 @@ from __future__ import annotations
 import asyncio
 
 import pytest
-from update_store_helpers import make_campaign
+from update_store_helpers import make_campaign, run_together
 
 from db_helpers import Commits
 from fotakit.store import Conflict
 from fotakit.updates.records import NewEvent
 from fotakit.updates.store import (
     AsyncUpdateStore,
+    DeviceBusy,
     StaleCampaign,
     StaleJob,
     UnknownCampaign,
@@ -315,9 +316,9 @@ def test_due_jobs_are_the_owned_ones_with_a_past_timer(ustore: UpdateStore) -> N
 
 def test_single_device_jobs_have_no_campaign_and_no_counters(ustore: UpdateStore) -> None:
     a = ustore.create_job("urn:dev:x", "pkg", now=1.0)
+    _save(ustore, a.id, "succeeded")
     b = ustore.create_job("urn:dev:x", "pkg2", now=2.0)
     assert a.campaign_id is None and b.campaign_id is None
-    _save(ustore, a.id, "succeeded")
     assert [j.id for j in ustore.list_jobs(endpoint="urn:dev:x", active_only=True)] == [b.id]
 
 
@@ -412,3 +413,104 @@ async def test_async_store_commits_concurrent_saves_together(db_url: str, commit
         assert isinstance(results[40], StaleJob)
         assert commits.count - before < 40
         assert await store.get_counters(campaign.id) == {"total": 40, "state:delivering": 40}
+
+
+# -- one unfinished job per device (schema version 3) -------------------------------------
+
+
+def test_a_second_unfinished_job_of_a_device_is_refused_naming_the_first(
+    ustore: UpdateStore,
+) -> None:
+    first = ustore.create_job("urn:dev:x", "pkg1", now=1.0)
+
+    with pytest.raises(DeviceBusy) as info:
+        ustore.create_job("urn:dev:x", "pkg2", now=2.0)
+
+    assert (info.value.endpoint, info.value.job_id) == ("urn:dev:x", first.id)
+    assert isinstance(info.value, Conflict)
+    assert [j.id for j in ustore.list_jobs(endpoint="urn:dev:x")] == [first.id]
+    # every state short of terminal holds the device; a terminal one frees it
+    for state in ("starting", "delivering", "installing", "rebooting", "cancelling"):
+        _save(ustore, first.id, state)
+        with pytest.raises(DeviceBusy):
+            ustore.create_job("urn:dev:x", "pkg2")
+    _save(ustore, first.id, "failed", "rolled_back")
+    second = ustore.create_job("urn:dev:x", "pkg2", now=3.0)
+    assert ustore.unfinished_job("urn:dev:x") == second
+    # another device is not affected
+    assert ustore.create_job("urn:dev:y", "pkg1").endpoint == "urn:dev:y"
+
+
+def test_a_campaign_skips_a_busy_device_and_reports_the_job_it_waits_for(
+    ustore: UpdateStore,
+) -> None:
+    single = ustore.create_job("urn:dev:b", "pkg0", now=1.0)
+    other = ustore.create_campaign({}, state="running", now=1.0)
+    (theirs,) = ustore.add_jobs(other.id, ["urn:dev:c"], "pkg0", now=1.0)
+    c = ustore.create_campaign({}, state="running", now=2.0)
+
+    added = ustore.add_campaign_jobs(c.id, ["urn:dev:a", "urn:dev:b", "urn:dev:c"], "pkg1")
+
+    assert [j.endpoint for j in added.jobs] == ["urn:dev:a"]
+    assert added.busy == {"urn:dev:b": single.id, "urn:dev:c": theirs.id}
+    assert ustore.get_counters(c.id) == {"total": 1, "state:pending": 1}
+    # its own jobs do not make a device busy: adding again changes nothing
+    again = ustore.add_campaign_jobs(c.id, ["urn:dev:a", "urn:dev:b"], "pkg1")
+    assert (again.jobs, again.busy) == ([], {"urn:dev:b": single.id})
+    # once the other job ended the device is added
+    _save(ustore, single.id, "succeeded")
+    later = ustore.add_campaign_jobs(c.id, ["urn:dev:a", "urn:dev:b", "urn:dev:c"], "pkg1")
+    assert ([j.endpoint for j in later.jobs], later.busy) == (
+        ["urn:dev:b"],
+        {"urn:dev:c": theirs.id},
+    )
+    assert ustore.get_counters(c.id) == {"total": 2, "state:pending": 2}
+
+
+@pytest.mark.timeout(120)
+async def test_processes_racing_for_one_device_create_exactly_one_job(db_url: str) -> None:
+    with UpdateStore.open(db_url) as store:
+        one = store.create_campaign({}, state="running")
+        two = store.create_campaign({}, state="running")
+
+    outputs = await run_together(
+        ("create_job", db_url, "urn:dev:race"),
+        ("add_member", db_url, one.id, "urn:dev:race"),
+        ("create_job", db_url, "urn:dev:race"),
+        ("add_member", db_url, two.id, "urn:dev:race"),
+    )
+
+    lines = [line for out in outputs for line in out]
+    created = [line.split()[1] for line in lines if line.startswith("CREATED")]
+    busy = [line.split()[1] for line in lines if line.startswith("BUSY")]
+    assert len(created) == 1 and len(busy) == 3, lines
+    assert set(busy) == set(created)
+    with UpdateStore.open(db_url) as store:
+        assert [j.id for j in store.list_jobs(endpoint="urn:dev:race")] == created
+
+
+def test_reason_detail_is_saved_with_the_state_and_set_later(ustore: UpdateStore) -> None:
+    job = ustore.create_job("urn:dev:d", "pkg1")
+    assert job.reason_detail is None
+    rev = ustore.save_job(
+        job.id,
+        expected_rev=job.rev,
+        state="failed",
+        reason="rolled_back",
+        snapshot={},
+        attempts=1,
+        next_timer_at=None,
+        reason_detail="the device came back on 1.0.0 after installing 1.1.0",
+    )
+    got = ustore.get_job(job.id)
+    assert got is not None and got.reason_detail == (
+        "the device came back on 1.0.0 after installing 1.1.0"
+    )
+    # a save without a detail keeps it; set_job_detail replaces it without a new revision
+    _save(ustore, job.id, "failed", "rolled_back")
+    ustore.set_job_detail(job.id, "its boot log says the image signature was rejected")
+    got = ustore.get_job(job.id)
+    assert got is not None and got.rev == rev + 1
+    assert got.reason_detail == "its boot log says the image signature was rejected"
+    with pytest.raises(UnknownJob):
+        ustore.set_job_detail("j-nope", "x")

@@ -1,5 +1,6 @@
-"""Schema version 2: a version-1 database (registrations, packages, no update tables) is
-upgraded in place on open, with every row kept."""
+"""Schema upgrades on open: a version-1 database (registrations, packages, no update
+tables) gets the update tables with every row kept; a version-2 one gets version 3 (one
+unfinished job per device, ``jobs.reason_detail``, ``device_inventory``)."""
 
 from __future__ import annotations
 
@@ -9,12 +10,12 @@ from datetime import UTC, datetime
 
 import pytest
 from sqlalchemy import create_engine, insert, inspect, select, text
-from update_store_helpers import run_together
+from update_store_helpers import recount, run_together
 
 from fotakit.repository.schema import PackageRow
 from fotakit.store import SCHEMA_VERSION, Store, normalize_url
 from fotakit.store.schema import FOTAKIT_TABLES, Base, SchemaVersionRow
-from fotakit.updates.store import UpdateStore
+from fotakit.updates.store import DeviceBusy, UpdateStore
 from fotakit.updates.tables import UPDATE_TABLES
 
 T0 = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
@@ -107,7 +108,7 @@ def test_version_1_database_is_upgraded_in_place_keeping_its_rows(db_url: str) -
         (job,) = ustore.add_jobs(campaign.id, ["urn:dev:old"], "p1")
 
     tables, version = _tables_and_version(db_url)
-    assert version == SCHEMA_VERSION == 2
+    assert version == SCHEMA_VERSION == 3
     assert UPDATE_TABLES | V1_TABLES <= tables
     with Store.open(db_url) as store:
         reg = store.get_registration("r1")
@@ -124,14 +125,14 @@ def test_version_1_database_is_upgraded_in_place_keeping_its_rows(db_url: str) -
     # Opening again is a no-op: same version, data still there.
     with UpdateStore.open(db_url) as ustore:
         assert ustore.get_job(job.id) == job
-    assert _tables_and_version(db_url)[1] == 2
+    assert _tables_and_version(db_url)[1] == 3
 
 
 def test_server_store_upgrades_a_version_1_database_too(db_url: str) -> None:
     _create_v1_database(db_url)
     with Store.open(db_url) as store:
         assert store.get_registration("r1") is not None
-    assert _tables_and_version(db_url)[1] == 2
+    assert _tables_and_version(db_url)[1] == 3
 
 
 def test_update_tables_appear_when_a_plain_server_upgraded_first(db_url: str) -> None:
@@ -143,7 +144,7 @@ def test_update_tables_appear_when_a_plain_server_upgraded_first(db_url: str) ->
     )
     subprocess.run([sys.executable, "-c", code, db_url], check=True, timeout=60)
     tables, version = _tables_and_version(db_url)
-    assert (version, tables & UPDATE_TABLES) == (2, set())
+    assert (version, tables & UPDATE_TABLES) == (3, set())
 
     # ...and the update store adds its tables on its own first open.
     with UpdateStore.open(db_url) as ustore:
@@ -164,4 +165,120 @@ async def test_processes_opening_at_once_create_or_upgrade_the_schema_once(
 
     assert outputs == [["OPENED"]] * 3
     tables, version = _tables_and_version(db_url)
-    assert version == 2 and UPDATE_TABLES | FOTAKIT_TABLES <= tables
+    assert version == 3 and UPDATE_TABLES | FOTAKIT_TABLES <= tables
+
+
+# -- version 2 -> 3 ------------------------------------------------------------------------
+
+
+def _sql(db_url: str, *statements: str) -> None:
+    engine = create_engine(normalize_url(db_url))
+    try:
+        with engine.begin() as conn:
+            for statement in statements:
+                conn.execute(text(statement))
+    finally:
+        engine.dispose()
+
+
+def _create_v2_database_with_crowded_devices(db_url: str) -> dict[str, str]:
+    """A version-2 database (no ``jobs.reason_detail``, no one-unfinished-job index, no
+    ``device_inventory``) holding what version 2 allowed: several unfinished jobs of one
+    device. Built with today's store API on the version-3 schema with its additions taken
+    away first. Returns job IDs by name."""
+    with UpdateStore.open(db_url) as ustore:
+        _sql(db_url, "DROP INDEX jobs_one_unfinished", "DROP TABLE device_inventory")
+        old = ustore.create_campaign({"package_id": "p1"}, state="running", now=1.0)
+        new = ustore.create_campaign({"package_id": "p2"}, state="running", now=2.0)
+        eps = ["urn:dev:a", "urn:dev:b", "urn:dev:c"]
+        a_old, b_old, c_old = ustore.add_jobs(old.id, eps, "p1", now=1.0)
+        a_new, b_new, c_new = ustore.add_jobs(new.id, eps, "p2", now=2.0)
+        b_single = ustore.create_job("urn:dev:b", "p3", now=3.0)
+        # a: the older campaign's job is installing; b: three pending, the newest single;
+        # c: the older one finished already (nothing to do)
+        for job_id, state in ((a_old.id, "installing"), (c_old.id, "succeeded")):
+            job = ustore.get_job(job_id)
+            assert job is not None
+            ustore.save_job(
+                job_id,
+                expected_rev=job.rev,
+                state=state,
+                reason=None,
+                snapshot={"s": state},
+                attempts=1,
+                next_timer_at=None,
+            )
+    _sql(
+        db_url,
+        "ALTER TABLE jobs DROP COLUMN reason_detail",
+        "UPDATE schema_version SET version = 2",
+    )
+    return {
+        "old": old.id,
+        "new": new.id,
+        "a_old": a_old.id,
+        "a_new": a_new.id,
+        "b_old": b_old.id,
+        "b_new": b_new.id,
+        "b_single": b_single.id,
+        "c_old": c_old.id,
+        "c_new": c_new.id,
+    }
+
+
+def _open_with_plain_server_store(db_url: str) -> None:
+    """What a ``fotakit server`` process does first: the server's own store opens it."""
+    code = "import sys; from fotakit.store import Store; Store.open(sys.argv[1]).close()"
+    subprocess.run([sys.executable, "-c", code, db_url], check=True, timeout=60)
+
+
+@pytest.mark.parametrize("opener", ["update store", "plain server store"])
+def test_version_2_database_keeps_one_unfinished_job_per_device(db_url: str, opener: str) -> None:
+    ids = _create_v2_database_with_crowded_devices(db_url)
+    assert _tables_and_version(db_url)[1] == 2
+
+    if opener == "plain server store":
+        _open_with_plain_server_store(db_url)
+    with UpdateStore.open(db_url) as ustore:
+        assert _tables_and_version(db_url)[1] == 3
+        jobs = {name: ustore.get_job(job_id) for name, job_id in ids.items() if "_" in name}
+        states = {name: job.state for name, job in jobs.items() if job is not None}
+        # a: the started job is kept although older; b: the newest of the pending ones
+        assert states == {
+            "a_old": "installing",
+            "a_new": "cancelled",
+            "b_old": "cancelled",
+            "b_new": "cancelled",
+            "b_single": "pending",
+            "c_old": "succeeded",
+            "c_new": "pending",
+        }
+        a_new = jobs["a_new"]
+        assert a_new is not None and a_new.reason == "cancelled"
+        assert a_new.reason_detail is not None and ids["a_old"] in a_new.reason_detail
+        assert "schema version 3" in a_new.reason_detail
+        (event,) = ustore.list_events(job_id=ids["a_new"])
+        assert (event.kind, event.endpoint, event.campaign_id) == (
+            "finished",
+            "urn:dev:a",
+            ids["new"],
+        )
+        assert event.details["kept_job"] == ids["a_old"]
+        # the counters moved with the jobs, as recounting the rows says
+        for campaign in ("old", "new"):
+            assert ustore.get_counters(ids[campaign]) == recount(ustore, ids[campaign])
+        assert ustore.get_counters(ids["new"]) == {
+            "total": 3,
+            "state:cancelled": 2,
+            "state:pending": 1,
+            "reason:cancelled": 2,
+        }
+        # from now on the database itself keeps it so
+        with pytest.raises(DeviceBusy) as info:
+            ustore.create_job("urn:dev:b", "p4")
+        assert info.value.job_id == ids["b_single"]
+        assert ustore.list_inventory() == []
+    # a second open changes nothing
+    with UpdateStore.open(db_url) as ustore:
+        job = ustore.get_job(ids["b_single"])
+        assert job is not None and job.state == "pending"

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from fotakit.updates.records import TERMINAL_STATES, JobRecord
-from fotakit.updates.store import StaleJob, UpdateStore
+from fotakit.updates.store import DeviceBusy, StaleJob, UpdateStore
 
 HELPER = Path(__file__).resolve()
 PATH: Sequence[str] = ("pending", "delivering", "installing", "succeeded")
@@ -181,6 +181,19 @@ def _worker(argv: list[str]) -> None:
         for campaign_id in args[0].split(","):
             if store.advance_wave(campaign_id, 0, 1, node_id=f"pid{os.getpid()}"):
                 _say(f"WON {campaign_id}")
+    elif mode == "create_job":  # race for a device's one unfinished job
+        _await_go()
+        try:
+            _say(f"CREATED {store.create_job(args[0], 'pkg1').id}")
+        except DeviceBusy as exc:
+            _say(f"BUSY {exc.job_id}")
+    elif mode == "add_member":  # the same race, as a campaign adding the device
+        _await_go()
+        added = store.add_campaign_jobs(args[0], [args[1]], "pkg1")
+        if added.jobs:
+            _say(f"CREATED {added.jobs[0].id}")
+        else:
+            _say(f"BUSY {added.busy[args[1]]}")
     elif mode == "kill_mid_save":
         _kill_mid_save(store, args[0], int(args[1]))
     elif mode == "save_loop":

@@ -52,6 +52,7 @@ from fotakit.server import (
 )
 from fotakit.store.records import DeviceRecord, JsonValue
 from fotakit.updates.inventory import TAGS_ATTRIBUTE
+from fotakit.updates.store import DeviceBusy
 
 router = APIRouter(prefix=API_PREFIX, tags=["devices"])
 T = TypeVar("T")
@@ -490,7 +491,8 @@ async def firmware(ctx: Ctx, endpoint: Endpoint) -> dict[str, Any]:
     dependencies=[OPERATOR],
 )
 async def update_device(ctx: Ctx, endpoint: Endpoint, body: models.UpdateBody) -> dict[str, Any]:
-    """Start a single-device update job to a stored package."""
+    """Start a single-device update job to a stored package (409 while the device has an
+    unfinished job)."""
     from fotakit.repository.errors import UnknownPackage
 
     service = ctx.need_service()
@@ -500,6 +502,22 @@ async def update_device(ctx: Ctx, endpoint: Endpoint, body: models.UpdateBody) -
     except UnknownPackage:
         raise ApiProblem(
             422, f"package_id: no package {body.package_id!r}", kind="validation"
+        ) from None
+    except DeviceBusy as exc:
+        # one unfinished job per device (docs/operator-guide.md): never a second one
+        other = await service.job(exc.job_id)
+        where = (
+            ""
+            if other is None or other.campaign_id is None
+            else (f" of campaign {other.campaign_id!r}")
+        )
+        state = "" if other is None else f", {other.state}"
+        raise ApiProblem(
+            409,
+            f"device {endpoint!r} has an unfinished update job {exc.job_id!r}{where}"
+            f"{state}; wait until it has ended or cancel it (POST {API_PREFIX}/jobs/"
+            f"{exc.job_id}/cancel)",
+            kind="device-busy",
         ) from None
     record = await service.job(job_id)
     if record is None:  # pragma: no cover - just created

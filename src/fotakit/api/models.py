@@ -214,6 +214,11 @@ class Progress(_Open):
     finished: int
     by_state: dict[str, int]
     by_reason: dict[str, int]
+    busy: int = Field(
+        0,
+        description="Members queued because their device has an unfinished job of another "
+        "campaign or a single-device job; their job is created when that one has ended.",
+    )
 
 
 class Campaign(_Open):

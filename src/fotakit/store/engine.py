@@ -124,9 +124,10 @@ def ensure_schema(engine: Engine) -> None:
     upgrade it in place from an older version.
 
     A database with a newer (or unknown) version is refused before anything is written.
-    An older one gets the missing tables (every migration so far only adds tables, see
-    :data:`~fotakit.store.schema.MIGRATIONS`) and its version row raised, in the same
-    transaction. On PostgreSQL a transaction-scoped advisory lock serialises processes that
+    An older one gets the missing tables, then the steps of
+    :data:`~fotakit.store.schema.MIGRATIONS` from its version on (new columns, indexes and
+    the data they need), and its version row raised, all in the same transaction. On
+    PostgreSQL a transaction-scoped advisory lock serialises processes that
     open the same database at once (SQLite's ``BEGIN IMMEDIATE`` already does).
     """
     url = redacted(engine.url)

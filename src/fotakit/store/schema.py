@@ -1,4 +1,4 @@
-"""The database schema (version 2): devices, registrations, observations, pending requests.
+"""The database schema (version 3): devices, registrations, observations, pending requests.
 
 These ORM classes never leave :mod:`fotakit.store`; the store converts them to the frozen
 records of :mod:`fotakit.store.records` before returning. Observations reference their
@@ -10,7 +10,8 @@ Any change to these tables needs a new :data:`SCHEMA_VERSION` and a migration.
 
 Other modules add their tables to the same :class:`Base`: ``packages``
 (:mod:`fotakit.repository.schema`, version 1) and the update tables
-(:mod:`fotakit.updates.tables`, version 2: campaigns, jobs, job events...).
+(:mod:`fotakit.updates.tables`, version 2: campaigns, jobs, job events...; version 3:
+``jobs.reason_detail``, one unfinished job per device, the device inventory).
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from sqlalchemy import (
     LargeBinary,
     String,
     Text,
+    inspect,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.types import TypeDecorator
@@ -44,11 +46,28 @@ from fotakit.store.records import (
     RegistrationRecord,
 )
 
-SCHEMA_VERSION: Final = 2
+SCHEMA_VERSION: Final = 3
 
 
 def _add_tables_only(_conn: Connection) -> None:
     """A migration that only adds tables: ``create_all`` (run before it) has done it."""
+
+
+def _jobs_v3(conn: Connection) -> None:
+    """2 -> 3: ``jobs.reason_detail`` and at most one unfinished job per device (the
+    partial unique index; see :func:`fotakit.updates.tables.upgrade_jobs_to_v3`), plus the
+    ``device_inventory`` table (added by ``create_all``).
+
+    A database without a ``jobs`` table (opened so far only by a process that never
+    imported the update tables) has nothing to change: the table is created with the new
+    column and index whenever the update tables are first created.
+    """
+    if "jobs" not in inspect(conn).get_table_names():
+        return
+    # imported here: the store does not otherwise depend on the update service
+    from fotakit.updates.tables import upgrade_jobs_to_v3
+
+    upgrade_jobs_to_v3(conn)
 
 
 MIGRATIONS: Final[dict[int, Callable[[Connection], None]]] = {
@@ -57,6 +76,7 @@ MIGRATIONS: Final[dict[int, Callable[[Connection], None]]] = {
     # with fotakit.updates.tables imported; a version-2 database opened without them gets
     # them on a later open (create_all only ever adds what is missing).
     1: _add_tables_only,
+    2: _jobs_v3,
 }
 """Steps from version ``v`` to ``v + 1``, run in order inside the opening transaction
 after ``create_all`` has added any missing table."""

@@ -22,6 +22,12 @@ and apply again. Hence:
   campaigns it drives jobs of with the rows.
 * **Rate limits are shared.** The campaign's token bucket is part of its snapshot (so it
   is one bucket for all processes); an optional global bucket lives in ``rate_buckets``.
+* **A busy device waits.** A device has at most one unfinished job (the database's partial
+  unique index). A member whose device has an unfinished job of another campaign, or a
+  single-device job, gets no job row yet: it stays pending (queued), a ``device_busy``
+  event naming that job goes to the device's and the campaign's log, the campaign's
+  ``busy`` counter counts such members, and its job is added at the first tick after the
+  other job ended. It is never taken over mid-job.
 """
 
 from __future__ import annotations
@@ -54,6 +60,8 @@ Inventory = Callable[[str], DeviceView]
 """What is known about an endpoint beyond its registration (class, version, tags, zone)."""
 
 _ACTIVE_STATES = (CampaignState.RUNNING.value, CampaignState.PAUSED.value)
+BUSY_KEY = "busy"
+"""Counter of the members waiting because their device has an unfinished job elsewhere."""
 _CAS_ATTEMPTS = 50
 
 
@@ -136,6 +144,7 @@ class CampaignRunner:
         self._last_resync = 0.0
         self._known: set[str] = set()  # campaigns this process has seen active
         self._cache: dict[str, Campaign] = {}
+        self._busy_seen: dict[str, dict[str, str]] = {}  # campaign -> endpoint -> job logged
         self.waves_advanced = 0  # by this process (the two-process test sums them)
 
     # -- lifecycle --------------------------------------------------------------------------
@@ -320,11 +329,15 @@ class CampaignRunner:
     ) -> None:
         cid = rec.id
         # jobs for every member (idempotent; repairs a writer that died after starting)
+        # (queued members of a busy device are retried here, once per tick)
         counters = await self.store.get_counters(cid)
-        if campaign.state is not CampaignState.DRAFT and counters.get("total", 0) < len(
-            campaign.members
-        ):
-            await self._add_jobs(cid, campaign)
+        if campaign.state in (CampaignState.RUNNING, CampaignState.PAUSED) and counters.get(
+            "total", 0
+        ) < len(campaign.members):
+            await self._add_jobs(cid, campaign, counters)
+        elif counters.get(BUSY_KEY, 0) and campaign.state.terminal:
+            # cancelled or aborted while members were queued: none is waiting any more
+            await self.store.set_counter(cid, BUSY_KEY, 0)
         # the wave recorded once (repairs a writer that died before recording it)
         if campaign.wave > rec.wave:
             for w in range(rec.wave, campaign.wave):
@@ -345,14 +358,53 @@ class CampaignRunner:
         if campaign.state in (CampaignState.RUNNING, CampaignState.PAUSED):
             await self._pickup(cid, campaign)
 
-    async def _add_jobs(self, cid: str, campaign: Campaign) -> None:
+    async def _add_jobs(self, cid: str, campaign: Campaign, counters: dict[str, int]) -> None:
+        have = {job.endpoint for job in await self.store.list_jobs(campaign_id=cid)}
         by_wave: dict[int, list[str]] = {}
         for ep in campaign.members:
-            by_wave.setdefault(campaign.member_wave(ep) or 0, []).append(ep)
+            if ep not in have:
+                by_wave.setdefault(campaign.member_wave(ep) or 0, []).append(ep)
+        busy: dict[str, str] = {}
         for wave, eps in sorted(by_wave.items()):
-            await self.store.add_jobs(
+            added = await self.store.add_campaign_jobs(
                 cid, eps, campaign.spec.package_id, wave=wave, now=self.clock()
             )
+            busy.update(added.busy)
+        await self._note_busy(cid, busy, counters.get(BUSY_KEY, 0))
+
+    async def _note_busy(self, cid: str, busy: dict[str, str], counted: int) -> None:
+        """Log each member newly found waiting for another job; keep the ``busy`` counter."""
+        seen = self._busy_seen.setdefault(cid, {})
+        now = self.clock()
+        events = [
+            NewEvent(
+                endpoint=ep,
+                kind="device_busy",
+                at=now,
+                campaign_id=cid,
+                details={
+                    "job_id": other,
+                    "why": "the device has an unfinished update job; this campaign's job "
+                    "waits until it has ended",
+                    "node": self.node_id,
+                },
+            )
+            for ep, other in sorted(busy.items())
+            if seen.get(ep) != other
+        ]
+        self._busy_seen[cid] = dict(busy)
+        if events:
+            for ev in events:
+                log.info(
+                    "campaign %s: %s is busy with job %s; queued",
+                    cid,
+                    ev.endpoint,
+                    ev.details["job_id"],
+                )
+            await self.store.append_events(events)
+            self.driver._publish(events)
+        if len(busy) != counted:
+            await self.store.set_counter(cid, BUSY_KEY, len(busy))
 
     async def _pickup(self, cid: str, campaign: Campaign) -> None:
         """Claim and drive the started members registered with this process."""
@@ -515,4 +567,4 @@ def _offer(view: DeviceView) -> Step:
     return step
 
 
-__all__ = ["CampaignError", "CampaignRunner", "Inventory", "restore"]
+__all__ = ["BUSY_KEY", "CampaignError", "CampaignRunner", "Inventory", "restore"]

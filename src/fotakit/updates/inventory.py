@@ -32,8 +32,17 @@ unreachable, undecodable, de-registered meanwhile) keeps the last known view; a 
 never read successfully is known by its endpoint only. Views are kept after a device
 de-registers (its last known state; campaigns only consider registered devices).
 
-Limits: the view is this process's. A device registered with another process sharing the
-database is known by its endpoint only here (tags excepted, after :meth:`refresh`).
+Persistence (given a ``store``, as :class:`~fotakit.updates.service.UpdateService` does):
+every successful read is written to the ``device_inventory`` table (class, model,
+manufacturer, version, zone, the resources read, when), and :meth:`DeviceInventory.start`
+loads that table before reading anything. So after a restart a device whose read fails
+still has its last known class and version (and class-targeted campaigns include it), and
+a device this process has no view of (registered with another process sharing the
+database) is looked up in the table on first use.
+
+Limits: the tags of a device known only from the table come with its next full read (they
+live in the device's store attributes). A view this process holds is not re-read from the
+table when another process writes a newer one; the next read of the device here does.
 """
 
 from __future__ import annotations
@@ -42,6 +51,7 @@ import asyncio
 import contextlib
 import dataclasses
 import logging
+import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
@@ -51,6 +61,8 @@ from fotakit.lwm2m.model import Content, Value
 from fotakit.lwm2m.path import Path
 from fotakit.server import LwM2MServer, Registered, ServerError, Updated
 from fotakit.store import StoreError
+from fotakit.store.records import JsonValue
+from fotakit.updates.store import InventoryRecord, UpdateStore
 from fotakit.updates.targets import DeviceView
 from fotakit.updates.windows import UnknownTimeZone, resolve_zone
 
@@ -62,6 +74,7 @@ TAGS_ATTRIBUTE = "tags"
 """The key of a device's tags (a list of strings) in its store attributes."""
 
 DEVICE = Path(3, 0)
+MANUFACTURER = Path(3, 0, 0)
 MODEL_NUMBER = Path(3, 0, 1)
 FIRMWARE_VERSION = Path(3, 0, 3)
 TIMEZONE = Path(3, 0, 15)
@@ -104,6 +117,25 @@ def view_from_device_object(base: DeviceView, content: Content) -> DeviceView:
     return dataclasses.replace(base, **changes) if changes else base
 
 
+def view_from_record(rec: InventoryRecord) -> DeviceView:
+    """The view a stored inventory row describes (tags are not stored there)."""
+    return DeviceView(
+        endpoint=rec.endpoint,
+        class_name=rec.class_name,
+        firmware_version=rec.firmware_version,
+        tz=rec.tz,
+    )
+
+
+def _json_value(value: Value) -> JsonValue:
+    """A resource value as JSON (opaque bytes as hex, anything else as its text)."""
+    if value is None or isinstance(value, str | int | float | bool):
+        return value
+    if isinstance(value, bytes | bytearray):
+        return bytes(value).hex()
+    return str(value)
+
+
 def _tags_of(attributes: Mapping[str, Any]) -> frozenset[str] | None:
     raw = attributes.get(TAGS_ATTRIBUTE)
     if not isinstance(raw, list):
@@ -131,6 +163,8 @@ class DeviceInventory:
         read_on_update: bool = True,
         max_concurrent_reads: int = 64,
         busy: Callable[[str], bool] | None = None,
+        store: UpdateStore | None = None,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         """``read_timeout``: bound on one Read (queue-mode waits included).
         ``read_on_update``: re-read /3/0/3 on each registration Update.
@@ -138,11 +172,16 @@ class DeviceInventory:
         once, or :meth:`start` on a server with many registrations). ``busy``: devices
         not to read on their Register/Update events (an update job is talking to them:
         no requests of ours in between); whoever says so calls :meth:`refresh_soon`
-        when they are free again."""
+        when they are free again. ``store``: where each successful read is kept and
+        views are found after a restart or from other processes (module docstring);
+        None keeps everything in memory."""
         self.server = server
         self.read_timeout = read_timeout
         self.read_on_update = read_on_update
         self.busy: Callable[[str], bool] = busy or (lambda _ep: False)
+        self.store = store
+        self.clock = clock
+        self._facts: dict[str, dict[str, JsonValue]] = {}
         self._views: dict[str, DeviceView] = {}
         self._slots: dict[str, _Slot] = {}
         self._listeners: list[ViewListener] = []
@@ -156,9 +195,30 @@ class DeviceInventory:
     # -- the engine's Inventory protocol ----------------------------------------------------
 
     def __call__(self, endpoint: str) -> DeviceView:
-        """The last known view of ``endpoint`` (endpoint only when nothing is known)."""
+        """The last known view of ``endpoint`` (endpoint only when nothing is known).
+
+        Without a view here, the stored one is looked up (one indexed read of the
+        database, synchronous: the Inventory protocol is) and kept.
+        """
         view = self._views.get(endpoint)
+        if view is None:
+            view = self._stored(endpoint)
         return view if view is not None else DeviceView(endpoint=endpoint)
+
+    def _stored(self, endpoint: str) -> DeviceView | None:
+        if self.store is None:
+            return None
+        try:
+            rec = self.store.get_inventory(endpoint)
+        except StoreError as exc:
+            log.info("inventory: stored view of %s not read: %s", endpoint, exc)
+            return None
+        if rec is None:
+            return None
+        view = view_from_record(rec)
+        self._views.setdefault(endpoint, view)
+        self._facts.setdefault(endpoint, dict(rec.facts))
+        return self._views[endpoint]
 
     @property
     def views(self) -> Mapping[str, DeviceView]:
@@ -182,6 +242,7 @@ class DeviceInventory:
         """
         if self._task is not None:
             return
+        await self._load()
         self._subscribed.clear()
         self._task = asyncio.get_running_loop().create_task(
             self._events(), name="fotakit-inventory-events"
@@ -189,6 +250,20 @@ class DeviceInventory:
         await asyncio.wait_for(self._subscribed.wait(), 10)
         for endpoint in list(self.server.registrations):
             self._request(endpoint, full=True)
+
+    async def _load(self) -> None:
+        """The stored views, under any this process has read already."""
+        if self.store is None:
+            return
+        try:
+            records = await asyncio.to_thread(self.store.list_inventory)
+        except StoreError as exc:
+            log.warning("inventory: stored views not loaded: %s", exc)
+            return
+        for rec in records:
+            self._views.setdefault(rec.endpoint, view_from_record(rec))
+            self._facts.setdefault(rec.endpoint, dict(rec.facts))
+        log.info("inventory: %d stored device views loaded", len(records))
 
     async def stop(self) -> None:
         """Unsubscribe and cancel reads in flight; the views are kept."""
@@ -312,8 +387,35 @@ class DeviceInventory:
         view = view_from_device_object(self(endpoint), content)  # latest: set_tags may have run
         if tags is not None:
             view = dataclasses.replace(view, tags=tags)
+        if content:
+            await self._persist(view, content)
         self._set(view)
         return view
+
+    async def _persist(self, view: DeviceView, content: Content) -> None:
+        """Keep what a successful read said (a failure to write is logged, not raised:
+        the view in memory is still right)."""
+        facts = self._facts.setdefault(view.endpoint, {})
+        facts.update({str(path): _json_value(value) for path, value in content.items()})
+        if self.store is None:
+            return
+        manufacturer, model = facts.get(str(MANUFACTURER)), facts.get(str(MODEL_NUMBER))
+        now = self.clock()
+        try:
+            await asyncio.to_thread(
+                self.store.save_inventory,
+                view.endpoint,
+                class_name=view.class_name,
+                model=model if isinstance(model, str) else None,
+                manufacturer=manufacturer if isinstance(manufacturer, str) else None,
+                firmware_version=view.firmware_version,
+                tz=view.tz,
+                facts=dict(facts),
+                read_at=now,
+                now=now,
+            )
+        except StoreError as exc:
+            log.warning("inventory: view of %s not stored: %s", view.endpoint, exc)
 
     async def _read_tags(self, endpoint: str) -> frozenset[str] | None:
         try:

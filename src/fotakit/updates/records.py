@@ -86,8 +86,10 @@ class CampaignRecord:
 class JobRecord:
     """One device's update job (a campaign member, or a single-device job).
 
-    ``owner``/``lease_until``: the server process (node ID) that drives the job and until
-    when its claim holds. ``rev`` increases on every :meth:`UpdateStore.save_job`.
+    ``reason`` is the stable failure key (``FailureReason``), ``reason_detail`` the human
+    sentence the update engine wrote about it (or None). ``owner``/``lease_until``: the
+    server process (node ID) that drives the job and until when its claim holds.
+    ``rev`` increases on every :meth:`UpdateStore.save_job`.
     """
 
     id: str
@@ -105,6 +107,8 @@ class JobRecord:
     rev: int
     created_at: float
     updated_at: float
+    reason_detail: str | None = None
+    """A sentence explaining the failure (or the cancellation), for people."""
 
     @property
     def terminal(self) -> bool:

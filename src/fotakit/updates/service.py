@@ -32,7 +32,7 @@ from fotakit.repository import Repository
 from fotakit.server import LwM2MServer
 from fotakit.updates.campaign import Campaign, CampaignSpec
 from fotakit.updates.engine import EngineConfig, UpdateEngine
-from fotakit.updates.engine_campaigns import CampaignError, Inventory
+from fotakit.updates.engine_campaigns import BUSY_KEY, CampaignError, Inventory
 from fotakit.updates.engine_packages import BaseUris, PackageSource
 from fotakit.updates.inventory import DeviceInventory
 from fotakit.updates.job import JobPolicy
@@ -66,6 +66,9 @@ class Progress:
     total: int
     by_state: Mapping[str, int]
     by_reason: Mapping[str, int]
+    busy: int = 0
+    """Members queued because their device has an unfinished job of another campaign or a
+    single-device job (they have no job yet; see docs/operator-guide.md)."""
 
     @property
     def finished(self) -> int:
@@ -82,6 +85,7 @@ class Progress:
             "finished": self.finished,
             "by_state": dict(self.by_state),
             "by_reason": dict(self.by_reason),
+            "busy": self.busy,
         }
 
 
@@ -182,7 +186,8 @@ class UpdateService:
         inventory = self._inventory
         if inventory is None:
             # not read while a job talks to it; read again when its job ends
-            self._own_inventory = DeviceInventory(self.server, busy=self._busy)
+            # kept in the database: known after a restart even when a read fails
+            self._own_inventory = DeviceInventory(self.server, busy=self._busy, store=store)
             await self._own_inventory.start()
             # the devices registered already are read before any job may talk to them
             with contextlib.suppress(TimeoutError):
@@ -239,7 +244,11 @@ class UpdateService:
     # -- single jobs ------------------------------------------------------------------------
 
     async def start_job(self, endpoint: str, package_id: str) -> str:
-        """Update one device to a package; returns the job ID."""
+        """Update one device to a package; returns the job ID.
+
+        Raises :class:`~fotakit.updates.store.DeviceBusy` (naming the job) when the device
+        has an unfinished job already: one at a time per device.
+        """
         return await self.engine.start_job(endpoint, package_id)
 
     async def cancel_job(self, job_id: str) -> bool:
@@ -408,4 +417,5 @@ def _progress(rec: CampaignRecord, counters: Mapping[str, int]) -> Progress:
         total=counters.get(TOTAL_KEY, 0),
         by_state=by_state,
         by_reason=by_reason,
+        busy=counters.get(BUSY_KEY, 0),
     )

@@ -24,6 +24,10 @@ What makes more than one server process on one PostgreSQL database safe:
   one sees a row changed (PostgreSQL re-checks the WHERE after the row lock is released).
 * **Shared rate limit.** :meth:`~UpdateStore.take_tokens` refills and takes from a token
   bucket row under its row lock.
+* **One unfinished job per device.** A partial unique index (schema version 3, see
+  :mod:`fotakit.updates.tables`) refuses a second unfinished job of an endpoint, whichever
+  process inserts it: :meth:`~UpdateStore.create_job` raises :class:`DeviceBusy`, and
+  :meth:`~UpdateStore.add_campaign_jobs` skips the device and reports it ``busy``.
 """
 
 from __future__ import annotations
@@ -78,7 +82,10 @@ from fotakit.updates.records import (
 )
 
 __all__ = [
+    "AddedJobs",
     "AsyncUpdateStore",
+    "DeviceBusy",
+    "InventoryRecord",
     "JobSave",
     "StaleCampaign",
     "StaleJob",
@@ -99,6 +106,7 @@ _EVENTS: Final[Table] = Base.metadata.tables["job_events"]
 _BUCKETS: Final[Table] = Base.metadata.tables["rate_buckets"]
 _CANCELS: Final[Table] = Base.metadata.tables["job_cancel_requests"]
 _PROFILES: Final[Table] = Base.metadata.tables["device_profiles"]
+_INVENTORY: Final[Table] = Base.metadata.tables["device_inventory"]
 
 _CHUNK: Final = 500
 """Rows per multi-row INSERT and values per IN list (well below SQLite's limits)."""
@@ -118,6 +126,19 @@ class UnknownCampaign(StoreError, LookupError):
     def __init__(self, campaign_id: str) -> None:
         self.campaign_id = campaign_id
         super().__init__(f"no campaign with ID {campaign_id!r}")
+
+
+class DeviceBusy(Conflict):
+    """The device already has an unfinished job (``job_id``): a device runs one at a time.
+
+    Raised from the database's own refusal (the partial unique index of schema version 3),
+    so it holds for every process sharing the database, not only this one.
+    """
+
+    def __init__(self, endpoint: str, job_id: str) -> None:
+        self.endpoint = endpoint
+        self.job_id = job_id
+        super().__init__(f"device {endpoint!r} already has an unfinished update job {job_id!r}")
 
 
 class StaleJob(StoreError):
@@ -172,6 +193,34 @@ class JobSave:
     node_id: str | None = None
     wave: int | None = None
     now: float | None = None
+    reason_detail: str | None = None
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class AddedJobs:
+    """What :meth:`UpdateStore.add_campaign_jobs` did: the new jobs, and the endpoints it
+    left out because they have an unfinished job elsewhere (endpoint -> that job's ID)."""
+
+    jobs: list[JobRecord]
+    busy: dict[str, str]
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class InventoryRecord:
+    """A row of ``device_inventory``: the last successful /3/0 read of a device.
+
+    ``facts``: the resources read, by path (``"/3/0/3"`` -> value); ``read_at``: when.
+    """
+
+    endpoint: str
+    class_name: str | None
+    model: str | None
+    manufacturer: str | None
+    firmware_version: str | None
+    tz: str | None
+    facts: JsonObject
+    read_at: float | None
+    updated_at: float
 
 
 # -- rows -> records ---------------------------------------------------------------------
@@ -208,6 +257,21 @@ def _job(row: Row[Any]) -> JobRecord:
         next_timer_at=row.next_timer_at,
         rev=row.rev,
         created_at=row.created_at,
+        updated_at=row.updated_at,
+        reason_detail=row.reason_detail,
+    )
+
+
+def _inventory(row: Row[Any]) -> InventoryRecord:
+    return InventoryRecord(
+        endpoint=row.endpoint,
+        class_name=row.class_name,
+        model=row.model,
+        manufacturer=row.manufacturer,
+        firmware_version=row.firmware_version,
+        tz=row.tz,
+        facts=row.facts,
+        read_at=row.read_at,
         updated_at=row.updated_at,
     )
 
@@ -477,6 +541,18 @@ class UpdateStore:
             )
             return [_wave(row) for row in rows]
 
+    def set_counter(self, campaign_id: str, key: str, value: int) -> None:
+        """Set a counter the campaign engine computes itself (e.g. ``busy``) to ``value``."""
+        with self._write() as conn:
+            conn.execute(
+                self._insert(_COUNTERS)
+                .values(campaign_id=campaign_id, key=key, value=value)
+                .on_conflict_do_update(
+                    index_elements=[_COUNTERS.c.campaign_id, _COUNTERS.c.key],
+                    set_={"value": value},
+                )
+            )
+
     def get_counters(self, campaign_id: str) -> dict[str, int]:
         """The campaign's counters (keys in :mod:`fotakit.updates.records`); zeros omitted.
 
@@ -503,13 +579,33 @@ class UpdateStore:
         cap: int | None = None,
         now: float | None = None,
     ) -> list[JobRecord]:
-        """Add one job per endpoint not yet in the campaign; return the new jobs.
+        """:meth:`add_campaign_jobs`, returning only the new jobs."""
+        return self.add_campaign_jobs(
+            campaign_id, endpoints, package_id, state=state, wave=wave, cap=cap, now=now
+        ).jobs
+
+    def add_campaign_jobs(
+        self,
+        campaign_id: str,
+        endpoints: Iterable[str],
+        package_id: str,
+        *,
+        state: str = "pending",
+        wave: int | None = None,
+        cap: int | None = None,
+        now: float | None = None,
+    ) -> AddedJobs:
+        """Add one job per endpoint not yet in the campaign; the new jobs, and the busy
+        endpoints left out.
 
         Idempotent: an endpoint already in the campaign (added by this or another process,
-        even concurrently) is skipped, never duplicated. With ``cap`` (continuous campaigns)
-        the campaign never holds more than ``cap`` jobs: concurrent callers queue on the
-        ``total`` counter's row lock. The counters ``total`` and ``state:<state>`` grow by
-        the number of jobs added, in the same transaction.
+        even concurrently) is skipped, never duplicated. An endpoint with an unfinished job
+        of another campaign, or a single-device job, is skipped too (one unfinished job per
+        device, the database's partial unique index) and reported in ``busy``: call again
+        once that job has ended. With ``cap`` (continuous campaigns) the campaign never
+        holds more than ``cap`` jobs: concurrent callers queue on the ``total`` counter's
+        row lock. The counters ``total`` and ``state:<state>`` grow by the number of jobs
+        added, in the same transaction.
         """
         wanted = sorted(set(endpoints))
         at = time.time() if now is None else now
@@ -558,19 +654,43 @@ class UpdateStore:
                     }
                     for ep in chunk
                 ]
-                stmt = (
-                    self._insert(_JOBS)
-                    .values(rows)
-                    .on_conflict_do_nothing(index_elements=[_JOBS.c.campaign_id, _JOBS.c.endpoint])
-                    .returning(*_JOBS.c)
-                )
+                # no conflict target: a row that breaks either unique index (already in
+                # this campaign, or the device's unfinished job elsewhere) is skipped
+                stmt = self._insert(_JOBS).values(rows).on_conflict_do_nothing().returning(*_JOBS.c)
                 added.extend(_job(row) for row in conn.execute(stmt))
             if added:
                 self._bump_counters(
                     conn, campaign_id, {TOTAL_KEY: len(added), state_key(state): len(added)}
                 )
+            busy = self._busy_elsewhere(
+                conn, campaign_id, sorted(set(wanted) - {job.endpoint for job in added})
+            )
         added.sort(key=lambda job: job.endpoint)
-        return added
+        return AddedJobs(jobs=added, busy=busy)
+
+    def _busy_elsewhere(
+        self, conn: Connection, campaign_id: str | None, endpoints: Sequence[str]
+    ) -> dict[str, str]:
+        """endpoint -> ID of its unfinished job outside ``campaign_id``, for ``endpoints``."""
+        busy: dict[str, str] = {}
+        for chunk in _chunks(endpoints):
+            query = select(_JOBS.c.endpoint, _JOBS.c.id).where(
+                _JOBS.c.endpoint.in_(chunk), _JOBS.c.state.not_in(_TERMINAL)
+            )
+            if campaign_id is not None:
+                query = query.where(
+                    or_(_JOBS.c.campaign_id.is_(None), _JOBS.c.campaign_id != campaign_id)
+                )
+            busy.update({row.endpoint: row.id for row in conn.execute(query)})
+        return busy
+
+    def unfinished_job(self, endpoint: str) -> JobRecord | None:
+        """The device's unfinished job, if it has one (at most one: schema version 3)."""
+        with self._read() as conn:
+            row = conn.execute(
+                select(_JOBS).where(_JOBS.c.endpoint == endpoint, _JOBS.c.state.not_in(_TERMINAL))
+            ).first()
+            return None if row is None else _job(row)
 
     def create_job(
         self,
@@ -582,7 +702,11 @@ class UpdateStore:
         snapshot: JsonObject | None = None,
         now: float | None = None,
     ) -> JobRecord:
-        """A single-device job outside any campaign (``campaign_id`` is ``None``)."""
+        """A single-device job outside any campaign (``campaign_id`` is ``None``).
+
+        Raises :class:`DeviceBusy` when the device has an unfinished job (of a campaign or
+        not): the database refuses the row, so this holds across processes.
+        """
         at = time.time() if now is None else now
         values: dict[str, Any] = {
             "id": job_id or new_job_id(),
@@ -601,8 +725,21 @@ class UpdateStore:
             "created_at": at,
             "updated_at": at,
         }
-        with self._write() as conn:
-            return _job(conn.execute(insert(_JOBS).values(values).returning(*_JOBS.c)).one())
+        for _ in range(3):
+            try:
+                with self._write() as conn:
+                    return _job(
+                        conn.execute(insert(_JOBS).values(values).returning(*_JOBS.c)).one()
+                    )
+            except Conflict:
+                # Which constraint? The transaction is over (PostgreSQL aborted it): look.
+                other = self.unfinished_job(endpoint)
+                if other is not None:
+                    raise DeviceBusy(endpoint, other.id) from None
+                if self.get_job(values["id"]) is not None:
+                    raise  # the job ID is taken
+                # the blocking job ended in between: try again
+        raise Conflict(f"device {endpoint!r}: its unfinished jobs keep changing, try again")
 
     def get_job(self, job_id: str) -> JobRecord | None:
         with self._read() as conn:
@@ -651,6 +788,7 @@ class UpdateStore:
         node_id: str | None = None,
         wave: int | None = None,
         now: float | None = None,
+        reason_detail: str | None = None,
     ) -> int:
         """Write the job's new state; return its new revision.
 
@@ -659,7 +797,8 @@ class UpdateStore:
         ``counter_deltas``) and ``events`` (their ``job_id``/``campaign_id`` default to
         the job's). Raises :class:`StaleJob` — writing nothing — if the job is not at
         ``expected_rev`` or, when ``node_id`` is given, is owned by another process;
-        :class:`UnknownJob` if there is no such job. ``wave`` (if given) sets the job's wave.
+        :class:`UnknownJob` if there is no such job. ``wave`` (if given) sets the job's wave;
+        ``reason_detail`` (if given) its human explanation of the failure (else it is kept).
         """
         save = JobSave(
             job_id=job_id,
@@ -674,6 +813,7 @@ class UpdateStore:
             node_id=node_id,
             wave=wave,
             now=now,
+            reason_detail=reason_detail,
         )
         with self._write() as conn:
             return self._save_job(conn, save)
@@ -758,6 +898,8 @@ class UpdateStore:
         }
         if save.wave is not None:
             values["wave"] = save.wave
+        if save.reason_detail is not None:
+            values["reason_detail"] = save.reason_detail
         conn.execute(update(_JOBS).where(_JOBS.c.id == save.job_id).values(values))
         if old.campaign_id is not None:
             deltas: dict[str, int] = dict(save.counter_deltas)
@@ -778,6 +920,19 @@ class UpdateStore:
         if save.events:
             conn.execute(insert(_EVENTS), [_event_params(ev, old) for ev in save.events])
         return int(old.rev) + 1
+
+    def set_job_detail(self, job_id: str, detail: str) -> None:
+        """Set the job's ``reason_detail`` (e.g. learned after the job ended).
+
+        Not a state change: the revision stays, so the process driving the job is not
+        made stale by it. :class:`UnknownJob` if there is no such job.
+        """
+        with self._write() as conn:
+            changed = conn.execute(
+                update(_JOBS).where(_JOBS.c.id == job_id).values(reason_detail=detail)
+            ).rowcount
+            if not changed:
+                raise UnknownJob(job_id)
 
     # -- claims -------------------------------------------------------------------------
 
@@ -982,6 +1137,52 @@ class UpdateStore:
         query = query.order_by(order).limit(limit)
         with self._read() as conn:
             return [_event(row) for row in conn.execute(query)]
+
+    # -- device inventory ---------------------------------------------------------------
+
+    def save_inventory(
+        self,
+        endpoint: str,
+        *,
+        class_name: str | None,
+        model: str | None,
+        manufacturer: str | None,
+        firmware_version: str | None,
+        tz: str | None,
+        facts: JsonObject,
+        read_at: float | None,
+        now: float | None = None,
+    ) -> None:
+        """Store (replace) the device's last known view after a successful read."""
+        values: dict[str, Any] = {
+            "class_name": class_name,
+            "model": model,
+            "manufacturer": manufacturer,
+            "firmware_version": firmware_version,
+            "tz": tz,
+            "facts": dict(facts),
+            "read_at": read_at,
+            "updated_at": time.time() if now is None else now,
+        }
+        with self._write() as conn:
+            conn.execute(
+                self._insert(_INVENTORY)
+                .values(endpoint=endpoint, **values)
+                .on_conflict_do_update(index_elements=[_INVENTORY.c.endpoint], set_=values)
+            )
+
+    def get_inventory(self, endpoint: str) -> InventoryRecord | None:
+        with self._read() as conn:
+            row = conn.execute(
+                select(_INVENTORY).where(_INVENTORY.c.endpoint == endpoint)
+            ).one_or_none()
+            return None if row is None else _inventory(row)
+
+    def list_inventory(self) -> list[InventoryRecord]:
+        """Every stored device view, by endpoint."""
+        with self._read() as conn:
+            rows = conn.execute(select(_INVENTORY).order_by(_INVENTORY.c.endpoint))
+            return [_inventory(row) for row in rows]
 
     # -- rate limit ---------------------------------------------------------------------
 
@@ -1235,6 +1436,7 @@ class AsyncUpdateStore:
         node_id: str | None = None,
         wave: int | None = None,
         now: float | None = None,
+        reason_detail: str | None = None,
     ) -> int:
         """:meth:`UpdateStore.save_job`, group-committed with concurrent saves."""
         if self._closed:
@@ -1252,6 +1454,7 @@ class AsyncUpdateStore:
             node_id=node_id,
             wave=wave,
             now=now,
+            reason_detail=reason_detail,
         )
         future: asyncio.Future[int] = asyncio.get_running_loop().create_future()
         self._worker.queue.put(_Call(future, save=save))
@@ -1289,6 +1492,30 @@ class AsyncUpdateStore:
     ) -> list[JobRecord]:
         eps = list(endpoints)
         return await self.run(lambda s: s.add_jobs(campaign_id, eps, package_id, **kw))
+
+    async def add_campaign_jobs(
+        self, campaign_id: str, endpoints: Iterable[str], package_id: str, **kw: Any
+    ) -> AddedJobs:
+        eps = list(endpoints)
+        return await self.run(lambda s: s.add_campaign_jobs(campaign_id, eps, package_id, **kw))
+
+    async def set_counter(self, campaign_id: str, key: str, value: int) -> None:
+        await self.run(lambda s: s.set_counter(campaign_id, key, value))
+
+    async def unfinished_job(self, endpoint: str) -> JobRecord | None:
+        return await self.run(lambda s: s.unfinished_job(endpoint))
+
+    async def set_job_detail(self, job_id: str, detail: str) -> None:
+        await self.run(lambda s: s.set_job_detail(job_id, detail))
+
+    async def save_inventory(self, endpoint: str, **kw: Any) -> None:
+        await self.run(lambda s: s.save_inventory(endpoint, **kw))
+
+    async def get_inventory(self, endpoint: str) -> InventoryRecord | None:
+        return await self.run(lambda s: s.get_inventory(endpoint))
+
+    async def list_inventory(self) -> list[InventoryRecord]:
+        return await self.run(lambda s: s.list_inventory())
 
     async def create_job(self, endpoint: str, package_id: str, **kw: Any) -> JobRecord:
         return await self.run(lambda s: s.create_job(endpoint, package_id, **kw))
