@@ -363,6 +363,8 @@ def render_campaign(
                 eps = [str(e) for e in g.get("endpoints") or []]
                 shown = ", ".join(eps[:8]) + (f" … (+{len(eps) - 8})" if len(eps) > 8 else "")
                 table.add_row(_cell(g.get("reason")), _cell(g.get("count")), escape(shown))
+                for ep, detail in list((g.get("details") or {}).items())[:3]:
+                    table.add_row("", "", f"[dim]{escape(str(ep))}: {escape(str(detail))}[/dim]")
         else:
             for reason, count in sorted(by_reason.items(), key=lambda kv: -int(kv[1])):
                 table.add_row(_cell(reason), _cell(count), "")

@@ -257,7 +257,8 @@ def _show_device(device: dict[str, Any], firmware: dict[str, Any]) -> None:
                 _text(j.get("campaign_id")),
                 _text(j.get("package_id")),
                 _text(j.get("state")),
-                _text(j.get("reason")),
+                _text(j.get("reason"))
+                + (f"\n[dim]{_text(j['reason_detail'])}[/dim]" if j.get("reason_detail") else ""),
                 _text(j.get("updated_at")),
             )
         console.print(table)

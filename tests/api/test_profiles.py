@@ -106,8 +106,10 @@ async def test_update_takes_the_payload_form_from_the_profile(stack: Stack) -> N
     r = await op.post("/api/v1/devices/dev-0/update", json={"package_id": record.id})
     assert r.status_code == 201, r.text
     job_id = r.json()["id"]
-    await wait_job(stack.service, job_id, 60)
+    done = await wait_job(stack.service, job_id, 60)
     events = await all_events(stack.service, job_id=job_id)
+    shown = (await op.get(f"/api/v1/jobs/{job_id}")).json()
+    assert shown["state"] == done.state and shown["reason_detail"] == done.reason_detail
     chosen = [e.details for e in events if e.kind == "profile"]
     assert len(chosen) == 1, [e.kind for e in events]
     assert chosen[0]["profile"] == CLASS and chosen[0]["payload_form"] == "bare"

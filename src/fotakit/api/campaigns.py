@@ -206,16 +206,25 @@ async def campaign_devices(
     "/campaigns/{campaign_id}/failures", response_model=models.Failures, dependencies=[VIEWER]
 )
 async def failures(ctx: Ctx, campaign_id: CampaignId) -> dict[str, Any]:
-    """Failed and timed-out devices grouped by failure reason, largest group first."""
+    """Failed and timed-out devices grouped by failure reason, largest group first, with
+    each device's reason detail where one is known (the job's findings, the device's
+    own words)."""
     service = ctx.need_service()
     await _record(service, campaign_id)
     groups: dict[str, list[str]] = defaultdict(list)
+    details: dict[str, dict[str, str]] = defaultdict(dict)
     for j in await service.jobs(campaign_id):
         if j.state in ("failed", "timed_out"):
-            groups[j.reason or j.state].append(j.endpoint)
+            key = j.reason or j.state
+            groups[key].append(j.endpoint)
+            if j.reason_detail:
+                details[key][j.endpoint] = j.reason_detail
     ordered = sorted(groups.items(), key=lambda kv: (-len(kv[1]), kv[0]))
     return {
-        "groups": [{"reason": r, "count": len(eps), "endpoints": sorted(eps)} for r, eps in ordered]
+        "groups": [
+            {"reason": r, "count": len(eps), "endpoints": sorted(eps), "details": details[r]}
+            for r, eps in ordered
+        ]
     }
 
 

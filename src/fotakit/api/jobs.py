@@ -1,5 +1,10 @@
 """Job routes (``GET /jobs/{id}``, ``POST /jobs/{id}/cancel``) and the Job JSON shape.
 
+``reason_detail`` says in words why a job failed when more is known than the reason code:
+the job's own findings (e.g. "the device refused the signed fotakit package (Update Result
+6); profile 'default' sets payload_form=signed ...") and the device's own words (object
+33600, "the device says: health check failed: ...").
+
 ``delivery`` is what the job chose for the transfer (``pull`` or ``push``, from its
 delivery plan) once it has chosen; ``node_id`` is the server process that drives it.
 """
@@ -32,6 +37,7 @@ def job_json(job: JobRecord) -> dict[str, Any]:
         "package_id": job.package_id,
         "state": job.state,
         "reason": job.reason,
+        "reason_detail": job.reason_detail,
         "attempts": job.attempts,
         "delivery": delivery if isinstance(delivery, str) else None,
         "wave": job.wave,

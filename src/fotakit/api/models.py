@@ -102,6 +102,9 @@ class Job(_Open):
     package_id: str
     state: str
     reason: str | None
+    reason_detail: str | None = None
+    """Why, in words, when more is known than ``reason`` (the job's findings and the
+    device's own words)."""
     attempts: int
     delivery: str | None
     created_at: str
@@ -275,6 +278,8 @@ class FailureGroup(BaseModel):
     reason: str
     count: int
     endpoints: list[str]
+    details: dict[str, str] = Field(default_factory=dict)
+    """Endpoint -> its job's reason detail, for the devices that have one."""
 
 
 class Failures(BaseModel):

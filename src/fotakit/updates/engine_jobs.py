@@ -31,12 +31,12 @@ from datetime import UTC
 from typing import Any
 
 from fotakit.lwm2m.model import Content
+from fotakit.lwm2m.objects.diagnostics import UPDATE_DIAGNOSTICS_ID
 from fotakit.lwm2m.objects.paths import (
     FIRMWARE_INSTANCE,
     FIRMWARE_STATE,
     FIRMWARE_UPDATE_RESULT,
 )
-from fotakit.lwm2m.objects.diagnostics import UPDATE_DIAGNOSTICS_ID
 from fotakit.lwm2m.path import Path
 from fotakit.server import Observation
 from fotakit.store.errors import StoreError
@@ -330,6 +330,7 @@ class JobDriver:
                 events=events,
                 node_id=self.node_id,
                 now=now,
+                reason_detail=job.detail,
             )
         except StaleJob as exc:
             log.warning("job %s taken over elsewhere (%s): dropped here", active.job_id, exc)

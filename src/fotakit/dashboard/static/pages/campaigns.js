@@ -190,7 +190,8 @@ export async function renderCampaign(main, id) {
           h("details", { open: groups.length <= 3 ? true : null },
             h("summary", {}, h("strong", {}, reasonText(g.reason)), ` — ${g.count} device${g.count === 1 ? "" : "s"}`),
             h("ul", { class: "eps" }, (g.endpoints || []).map((ep) => h("li", {},
-              h("a", { href: `#/devices/${encodeURIComponent(ep)}` }, ep))))))))
+              h("a", { href: `#/devices/${encodeURIComponent(ep)}` }, ep),
+              g.details && g.details[ep] ? h("span", { class: "muted detail" }, ` — ${g.details[ep]}`) : null)))))))
         : h("p", { class: "muted" }, "No failures."));
     } catch (err) { fill(failures, problemBox(err, "Loading failures")); }
   }

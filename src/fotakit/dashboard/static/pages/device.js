@@ -72,7 +72,10 @@ export async function renderDevice(main, endpoint) {
     fill(jobs, table(["Job", "Campaign", "Package", "State", "Reason", "#Attempts", "Updated"],
       (d.jobs || []).map((j) => [
         j.id, j.campaign_id ? h("a", { href: `#/campaigns/${encodeURIComponent(j.campaign_id)}` }, j.campaign_id) : "—",
-        j.package_id, badge(j.state), reasonText(j.reason), j.attempts, fmtTime(j.updated_at),
+        j.package_id, badge(j.state),
+        j.reason_detail ? h("span", {}, reasonText(j.reason), h("br", {}), h("span", { class: "muted detail" }, j.reason_detail))
+          : reasonText(j.reason),
+        j.attempts, fmtTime(j.updated_at),
       ]), { empty: "No update jobs." }));
   }
 
