@@ -109,7 +109,10 @@ async def test_update_takes_the_payload_form_from_the_profile(stack: Stack) -> N
     done = await wait_job(stack.service, job_id, 60)
     events = await all_events(stack.service, job_id=job_id)
     shown = (await op.get(f"/api/v1/jobs/{job_id}")).json()
-    assert shown["state"] == done.state and shown["reason_detail"] == done.reason_detail
+    later = await stack.service.job(job_id)
+    # the device's own words may be added to the detail after the verdict
+    assert shown["state"] == done.state
+    assert shown["reason_detail"] in (done.reason_detail, later.reason_detail), shown
     chosen = [e.details for e in events if e.kind == "profile"]
     assert len(chosen) == 1, [e.kind for e in events]
     assert chosen[0]["profile"] == CLASS and chosen[0]["payload_form"] == "bare"
