@@ -53,6 +53,7 @@ from fotakit.cli_remote import (
     print_json,
     seg,
 )
+from fotakit.updates.job import FAILED_STATES, JobState
 
 __all__ = [
     "EXIT_MAX_WAIT",
@@ -75,8 +76,8 @@ console = Console(soft_wrap=True)
 
 EXIT_PAUSED: Final = 3
 EXIT_MAX_WAIT: Final = 124
-FINISHED: Final = ("succeeded", "failed", "timed_out", "cancelled")
-FAILURES: Final = ("failed", "timed_out")
+FINISHED: Final = tuple(s.value for s in JobState if s.terminal)
+FAILURES: Final = tuple(s.value for s in JobState if s in FAILED_STATES)
 TERMINAL_CAMPAIGN: Final = ("completed", "aborted", "cancelled")
 WAVE_COLUMNS: Final = {
     "index": "wave",

@@ -42,6 +42,7 @@ from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn
 from rich.table import Table
 
 from fotakit.store import default_db_url
+from fotakit.updates.job import JobState
 
 T = TypeVar("T")
 
@@ -49,7 +50,7 @@ VENDOR = "example.com"
 DEVICE_CLASS = "sensor-v2"
 OLD_VERSION = "1.0.0"
 NEW_VERSION = "1.1.0"
-TERMINAL = ("succeeded", "failed", "timed_out", "cancelled")
+TERMINAL = tuple(s.value for s in JobState if s.terminal)
 FINISHED_CAMPAIGN = ("completed", "failed", "aborted", "cancelled", "paused")
 
 

@@ -29,6 +29,7 @@ from fotakit.api.problems import ApiProblem, not_found
 from fotakit.repository.errors import UnknownPackage
 from fotakit.updates.campaign import CampaignSpecError
 from fotakit.updates.engine_campaigns import CampaignError
+from fotakit.updates.job import FAILED_STATES
 from fotakit.updates.records import TERMINAL_STATES, CampaignRecord
 from fotakit.updates.service import UpdateService
 from fotakit.updates.targets import SpecError
@@ -214,7 +215,7 @@ async def failures(ctx: Ctx, campaign_id: CampaignId) -> dict[str, Any]:
     groups: dict[str, list[str]] = defaultdict(list)
     details: dict[str, dict[str, str]] = defaultdict(dict)
     for j in await service.jobs(campaign_id):
-        if j.state in ("failed", "timed_out"):
+        if j.state in FAILED_STATES:
             key = j.reason or j.state
             groups[key].append(j.endpoint)
             if j.reason_detail:

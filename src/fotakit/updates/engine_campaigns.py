@@ -50,7 +50,7 @@ from fotakit.updates.campaign import (
 )
 from fotakit.updates.engine_jobs import ActiveJob, JobDriver
 from fotakit.updates.ratelimit import BucketConfig, Jitter, Limiter
-from fotakit.updates.records import CampaignRecord, JobRecord, NewEvent
+from fotakit.updates.records import TERMINAL_STATES, CampaignRecord, JobRecord, NewEvent
 from fotakit.updates.store import AsyncUpdateStore, StaleCampaign, StaleJob, UpdateStore
 from fotakit.updates.targets import DeviceView
 
@@ -540,7 +540,7 @@ class CampaignRunner:
 
 
 def _terminal(state: tuple[str, str | None] | None) -> bool:
-    return state is not None and state[0] in ("succeeded", "failed", "timed_out", "cancelled")
+    return state is not None and state[0] in TERMINAL_STATES
 
 
 Step = Callable[[Campaign, float], Decision]

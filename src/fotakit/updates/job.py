@@ -174,6 +174,8 @@ class JobState(enum.StrEnum):
 TERMINAL_STATES: Final = frozenset(
     {JobState.SUCCEEDED, JobState.FAILED, JobState.TIMED_OUT, JobState.CANCELLED}
 )
+FAILED_STATES: Final = frozenset({JobState.FAILED, JobState.TIMED_OUT})
+"""Terminal states that count as a failure (a campaign's error threshold, its failures)."""
 TERMINAL: Final = TERMINAL_STATES
 """Alias of :data:`TERMINAL_STATES`."""
 
@@ -1854,6 +1856,7 @@ def _command_details(command: Command) -> dict[str, Any]:
 
 __all__ = [
     "ALL_FACT_PATHS",
+    "FAILED_STATES",
     "FIRMWARE_STATE_PATHS",
     "MOVING_STATES",
     "PHASE_STATE",

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from typing import Final
 
 from fotakit.store.records import JsonObject, JsonValue
+from fotakit.updates import job as _job
 
 __all__ = [
     "TERMINAL_STATES",
@@ -38,8 +39,9 @@ __all__ = [
     "state_key",
 ]
 
-TERMINAL_STATES: Final = frozenset({"succeeded", "failed", "timed_out", "cancelled"})
-"""Job states after which a job is never driven again (its owner is released)."""
+TERMINAL_STATES: Final = frozenset(str(s) for s in _job.TERMINAL_STATES)
+"""Job states after which a job is never driven again (its owner is released), as the
+plain strings stored in the database (defined once: :data:`fotakit.updates.job.TERMINAL_STATES`)."""
 
 TOTAL_KEY: Final = "total"
 

@@ -39,6 +39,7 @@ from fotakit.updates.job import JobPolicy
 from fotakit.updates.profiles import BUILTIN_DEFAULT, DeviceProfile
 from fotakit.updates.ratelimit import BucketConfig
 from fotakit.updates.records import (
+    TERMINAL_STATES,
     TOTAL_KEY,
     CampaignRecord,
     EventRecord,
@@ -72,9 +73,7 @@ class Progress:
 
     @property
     def finished(self) -> int:
-        return sum(
-            self.by_state.get(s, 0) for s in ("succeeded", "failed", "timed_out", "cancelled")
-        )
+        return sum(self.by_state.get(s, 0) for s in TERMINAL_STATES)
 
     def to_json(self) -> dict[str, Any]:
         return {

@@ -195,6 +195,8 @@ export const REASONS = {
   uri_too_long: "Package URI too long",
   no_firmware_object: "No firmware object (/5/0)",
   link_too_poor: "Radio link too poor",
+  device_busy: "Device busy with another update",
+  object5_stuck: "Object 5 stuck (ignored the reset)",
 };
 
 export function reasonText(reason) {
