@@ -289,7 +289,7 @@ class Failures(BaseModel):
 class ProfileTimeouts(BaseModel):
     """Per-state deadlines of the update job, in seconds (absent: the server's)."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
     start: float | None = Field(default=None, ge=1, le=604800)
     downloading: float | None = Field(default=None, ge=1, le=604800)
     downloaded: float | None = Field(default=None, ge=1, le=604800)
@@ -301,7 +301,7 @@ class ProfileBody(BaseModel):
     """A device profile as written (the name is in the URL: a device class, or
     ``default``)."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
     payload_form: Literal["signed", "bare"] = "signed"
     protocols: list[Literal["coap", "coaps", "http", "https"]] = Field(
         default=["coap", "coaps", "http", "https"], min_length=1, max_length=4

@@ -56,7 +56,12 @@ async def get_profile(ctx: Ctx, name: ProfileName) -> dict[str, Any]:
     raise not_found("profile", name)
 
 
-@router.put("/profiles/{name}", response_model=models.Profile, dependencies=[OPERATOR])
+@router.put(
+    "/profiles/{name}",
+    response_model=models.Profile,
+    responses={201: {"model": models.Profile, "description": "Created"}},
+    dependencies=[OPERATOR],
+)
 async def put_profile(
     ctx: Ctx, name: ProfileName, body: models.ProfileBody, response: Response
 ) -> dict[str, Any]:
