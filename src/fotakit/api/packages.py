@@ -30,6 +30,7 @@ from fotakit.api.campaigns import in_use_packages
 from fotakit.api.common import API_PREFIX, DEFAULT_LIMIT, Cursor, Limit, iso, page_by_key
 from fotakit.api.context import ApiContext, get_ctx
 from fotakit.api.problems import ApiProblem, not_found
+from fotakit.packages import TrustDirectory
 from fotakit.repository.errors import RepositoryError, UnknownPackage, UploadRejected
 from fotakit.repository.records import PackageRecord, is_package_id
 
@@ -196,6 +197,14 @@ async def upload_package(ctx: Ctx, request: Request) -> Any:
         raise ApiProblem(
             503,
             "no trust store configured: uploads are refused (start the server with --trust)",
+            kind="unavailable",
+        )
+    trust = repository.trust
+    if isinstance(trust, TrustDirectory) and not len(trust):  # len() re-reads the directory
+        raise ApiProblem(
+            503,
+            f"no trusted signer key in {trust.path}: copy the signer's public key (PEM) "
+            "there; it is read at the next upload",
             kind="unavailable",
         )
     cap = ctx.max_upload_bytes

@@ -91,6 +91,11 @@ class Repository:
         self._flush_lock = threading.Lock()
         self._closed = False
 
+    @property
+    def trust(self) -> TrustStore | None:
+        """The trust store uploads are verified against (None: read-only)."""
+        return self._trust
+
     def close(self) -> None:
         """Write pending counters and release the database. Idempotent."""
         if self._closed:
