@@ -130,6 +130,28 @@ async def test_draft_pause_resume_cancel_and_errors(stack: Stack) -> None:
         assert_problem(await op.post(f"/api/v1/campaigns/cnope/{action}"), 404)
 
 
+async def test_a_campaign_matching_no_device_is_refused(stack: Stack) -> None:
+    """A snapshot target that matches nothing is a 422 (nothing stored), not a campaign
+    "completed" at once; a continuous campaign may start empty; a draft is refused at its
+    start."""
+    op = stack.client("operator")
+    pkg = await _upload(stack, "2.0.0", 2)
+    spec = {"name": "none", "package_id": pkg["id"], "target": {"endpoints": ["no-such-dev"]}}
+    body = assert_problem(await op.post("/api/v1/campaigns", json=spec), 422)
+    assert body["detail"].startswith("target: no device matches"), body
+    assert (await op.get("/api/v1/campaigns")).json()["items"] == []
+
+    r = await op.post("/api/v1/campaigns", json={**spec, "mode": "continuous"})
+    assert r.status_code == 201 and r.json()["state"] == "running", r.text
+
+    r = await op.post("/api/v1/campaigns", json={**spec, "start": False})
+    assert r.status_code == 201 and r.json()["state"] == "draft", r.text
+    cid = r.json()["id"]
+    body = assert_problem(await op.post(f"/api/v1/campaigns/{cid}/start"), 422)
+    assert "no device matches" in body["detail"]
+    assert (await op.get(f"/api/v1/campaigns/{cid}")).json()["state"] == "draft"
+
+
 async def test_single_device_job(stack: Stack) -> None:
     op = stack.client("operator")
     pkg = await _upload(stack, "2.0.0", 2)

@@ -202,6 +202,18 @@ def test_campaign_create_with_an_unknown_package_is_the_servers_error(site: CliS
     assert result.stderr.startswith("error: 4"), result.stderr
 
 
+def test_campaign_create_watch_matching_no_device_exits_1_and_says_so(site: CliSite) -> None:
+    record = site.publish("4.1.0", 5, seed=4)
+    result = site.cli(
+        "campaign", "create", "--package", record.id, "--class", "no-such-class", "--watch",
+        "--interval", "0.5", "--max-wait", "30",
+    )  # fmt: skip
+    assert result.exit_code == 1, result.output
+    assert result.stderr.startswith("error: 422"), result.stderr
+    assert "no device matches the campaign's target" in result.stderr
+    assert "created campaign" not in result.stdout
+
+
 def test_remote_settings_come_from_the_config_file(site: CliSite, tmp_path: object) -> None:
     from pathlib import Path
 

@@ -16,6 +16,7 @@ from fotakit.updates.campaign import (
     ErrorThreshold,
     GateAction,
     InvalidCampaignTransition,
+    NoMatchingDevices,
     Trigger,
     WaveSpec,
 )
@@ -267,15 +268,22 @@ def test_snapshot_mode_cap_limits_members() -> None:
     assert len(c.members) == 7 and c.counters.total == 7
 
 
-def test_empty_population_completes_at_once() -> None:
+def test_a_snapshot_campaign_matching_no_device_is_refused_at_start() -> None:
     c = Campaign("c1", spec(canary=2, waves=(WaveSpec(percent=10), WaveSpec())))
-    d = c.start(T0, [])
-    for _ in range(5):
-        if c.state is CampaignState.COMPLETED:
-            break
-        assert d.wake_at == T0
-        d = c.tick(T0)
-    assert c.state is CampaignState.COMPLETED
+    for population in ([], fleet(3, version="0.9.0")):  # none known; none on 1.0.0
+        with pytest.raises(NoMatchingDevices, match="no device matches"):
+            c.start(T0, population)
+        assert c.state is CampaignState.DRAFT and c.members == []
+    c.start(T0, fleet(3))  # nothing was changed: a later start with devices works
+    assert c.state is CampaignState.RUNNING and len(c.members) == 3
+
+
+def test_a_continuous_campaign_may_start_empty() -> None:
+    c = Campaign("c1", spec(mode=SelectionMode.CONTINUOUS))
+    c.start(T0, [])
+    assert c.state is CampaignState.RUNNING
+    assert c.offer(view("late"), T0 + 1)
+    assert started(c.tick(T0 + 1)) == ["late"]
 
 
 def test_target_selects_by_exact_version_and_tags() -> None:

@@ -57,10 +57,12 @@ action = st.one_of(
 
 @st.composite
 def campaigns(draw: st.DrawFn) -> tuple[Campaign, int]:
-    n = draw(st.integers(0, 40))
+    mode = draw(st.sampled_from([SelectionMode.SNAPSHOT, SelectionMode.CONTINUOUS]))
+    # a snapshot campaign matching no device is refused at start (NoMatchingDevices)
+    n = draw(st.integers(0 if mode is SelectionMode.CONTINUOUS else 1, 40))
     rate = draw(st.none() | st.sampled_from([1.0, 6.0, 30.0, 120.0]))
     s = spec(
-        mode=draw(st.sampled_from([SelectionMode.SNAPSHOT, SelectionMode.CONTINUOUS])),
+        mode=mode,
         cap=draw(st.none() | st.integers(1, 50)),
         canary=draw(st.integers(0, 4)),
         canary_soak_s=draw(st.sampled_from([0.0, 30.0])),

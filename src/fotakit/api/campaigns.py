@@ -28,7 +28,7 @@ from fotakit.api.jobs import job_json
 from fotakit.api.problems import ApiProblem, not_found
 from fotakit.repository.errors import UnknownPackage
 from fotakit.updates.campaign import CampaignSpecError
-from fotakit.updates.engine_campaigns import CampaignError
+from fotakit.updates.engine_campaigns import CampaignError, NoDeviceMatches
 from fotakit.updates.records import TERMINAL_STATES, CampaignRecord
 from fotakit.updates.service import UpdateService
 from fotakit.updates.targets import SpecError
@@ -87,7 +87,9 @@ async def create_campaign(ctx: Ctx, body: models.CampaignCreate) -> dict[str, An
     spec = body.model_dump(exclude={"start"})
     spec.update(body.model_extra or {})
     try:
-        cid = await service.create_campaign(spec)
+        cid = await service.create_campaign(spec, require_match=body.start)
+    except NoDeviceMatches as exc:
+        raise ApiProblem(422, f"target: {exc}", kind="validation") from None
     except UnknownPackage:
         raise ApiProblem(
             422, f"package_id: no package {body.package_id!r}", kind="validation"
@@ -101,6 +103,10 @@ async def create_campaign(ctx: Ctx, body: models.CampaignCreate) -> dict[str, An
     if body.start:
         try:
             await service.start_campaign(cid)
+        except NoDeviceMatches as exc:  # the devices went away since the check: a draft stays
+            raise ApiProblem(
+                422, f"target: campaign {cid} was created but not started: {exc}", kind="validation"
+            ) from None
         except CampaignError as exc:
             raise ApiProblem(
                 409, f"campaign {cid} was created but not started: {exc}", kind="conflict"
@@ -249,6 +255,8 @@ async def _act(ctx: ApiContext, campaign_id: str, action: str) -> dict[str, Any]
     }[action]
     try:
         await call(campaign_id)
+    except NoDeviceMatches as exc:
+        raise ApiProblem(422, f"target: {exc}", kind="validation") from None
     except CampaignError as exc:
         raise ApiProblem(409, str(exc), kind="conflict") from None
     return await campaign_json(service, await _record(service, campaign_id))

@@ -183,6 +183,19 @@ class InvalidCampaignTransition(ValueError):
         self.trigger = trigger
 
 
+class NoMatchingDevices(ValueError):
+    """A snapshot campaign's target matches no device: starting it would "complete" at once
+    having updated nothing, which hides a typo in the target. Nothing was changed. (A
+    continuous campaign may start empty: devices join as they register.)"""
+
+    def __init__(self, population: int) -> None:
+        super().__init__(
+            f"no device matches the campaign's target (of {population} known device(s)); "
+            'check the target, or use mode "continuous" to admit devices that match later'
+        )
+        self.population = population
+
+
 # -- the spec ------------------------------------------------------------------------------
 
 
@@ -735,11 +748,15 @@ class Campaign:
 
         ``population``: every device the server knows; the target spec filters it. Members
         are ordered by a seeded hash (the canary is a pseudo-random sample), then cut to
-        ``cap``. Raises :class:`UnknownTimeZone` if a matching device names an unknown zone.
+        ``cap``. Raises :class:`UnknownTimeZone` if a matching device names an unknown zone,
+        :class:`NoMatchingDevices` if a snapshot campaign would have no member.
         """
         if not self.can(Trigger.START):
             raise InvalidCampaignTransition(self.state, Trigger.START)
+        population = list(population)
         chosen = self.spec.target.select(population)
+        if not chosen and self.spec.mode is not SelectionMode.CONTINUOUS:
+            raise NoMatchingDevices(len(population))
         for view in chosen:
             if view.tz is not None:
                 resolve_zone(view.tz, field=f"device {view.endpoint!r} tz")

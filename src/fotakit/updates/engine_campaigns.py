@@ -41,6 +41,8 @@ from fotakit.updates.campaign import (
     CampaignState,
     Decision,
     InvalidCampaignTransition,
+    NoMatchingDevices,
+    SelectionMode,
 )
 from fotakit.updates.engine_jobs import ActiveJob, JobDriver
 from fotakit.updates.ratelimit import BucketConfig, Jitter, Limiter
@@ -59,6 +61,11 @@ _CAS_ATTEMPTS = 50
 
 class CampaignError(Exception):
     """An operator action on a campaign could not be done (unknown, wrong state)."""
+
+
+class NoDeviceMatches(CampaignError):
+    """Starting a snapshot campaign whose target matches no device (see
+    :class:`~fotakit.updates.campaign.NoMatchingDevices`); nothing was changed."""
 
 
 def restore(rec: CampaignRecord) -> Campaign:
@@ -161,6 +168,15 @@ class CampaignRunner:
         )
         return rec.id
 
+    async def check_matches(self, spec: CampaignSpec) -> None:
+        """Raise :class:`NoDeviceMatches` if a snapshot campaign of ``spec`` started now
+        would have no member (checked before the draft is stored; the start checks again)."""
+        if spec.mode is SelectionMode.CONTINUOUS:
+            return
+        population = await self._population()
+        if not spec.target.select(population):
+            raise NoDeviceMatches(str(NoMatchingDevices(len(population))))
+
     async def start_campaign(self, campaign_id: str) -> None:
         population = await self._population()
 
@@ -209,7 +225,8 @@ class CampaignRunner:
 
         done = await self._transact(campaign_id, [guarded])
         if errors:
-            raise CampaignError(str(errors[-1]))
+            kind = NoDeviceMatches if isinstance(errors[-1], NoMatchingDevices) else CampaignError
+            raise kind(str(errors[-1]))
         if not done:
             raise CampaignError(f"no campaign {campaign_id!r}")
         self._known.add(campaign_id)

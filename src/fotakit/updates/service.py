@@ -249,10 +249,18 @@ class UpdateService:
 
     # -- campaigns --------------------------------------------------------------------------
 
-    async def create_campaign(self, spec: CampaignSpec | Mapping[str, Any]) -> str:
-        """Store a campaign (draft); ``spec`` as a :class:`CampaignSpec` or its JSON."""
+    async def create_campaign(
+        self, spec: CampaignSpec | Mapping[str, Any], *, require_match: bool = False
+    ) -> str:
+        """Store a campaign (draft); ``spec`` as a :class:`CampaignSpec` or its JSON.
+
+        ``require_match`` (for a campaign started at once): raise
+        :class:`~fotakit.updates.engine_campaigns.NoDeviceMatches`, storing nothing, when a
+        snapshot campaign's target matches no device now."""
         parsed = spec if isinstance(spec, CampaignSpec) else CampaignSpec.from_json(spec)
         self.engine.packages.record(parsed.package_id)  # an unknown package fails here
+        if require_match:
+            await self.engine.campaigns.check_matches(parsed)
         return await self.engine.campaigns.create(parsed)
 
     async def start_campaign(self, campaign_id: str) -> None:
