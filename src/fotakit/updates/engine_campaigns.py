@@ -42,13 +42,12 @@ from fotakit.updates.campaign import (
     Decision,
     InvalidCampaignTransition,
     NoMatchingDevices,
-    SelectionMode,
 )
 from fotakit.updates.engine_jobs import ActiveJob, JobDriver
 from fotakit.updates.ratelimit import BucketConfig, Jitter, Limiter
 from fotakit.updates.records import CampaignRecord, JobRecord, NewEvent
 from fotakit.updates.store import AsyncUpdateStore, StaleCampaign, StaleJob, UpdateStore
-from fotakit.updates.targets import DeviceView
+from fotakit.updates.targets import DeviceView, SelectionMode
 
 log = logging.getLogger("fotakit.updates.campaigns")
 
