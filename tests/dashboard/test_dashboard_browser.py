@@ -273,6 +273,50 @@ def test_campaign_actions_follow_its_state(page: Any, site: LiveSite) -> None:
     expect(page.locator("#main table")).to_contain_text("slowly")
 
 
+def test_paused_reason_and_an_overridden_gate_are_shown(
+    page: Any, site: LiveSite, console: Console
+) -> None:
+    """The canary (BAD, whose new image fails) loses its gate: the page says why the
+    campaign paused; resumed, the wave reads "overridden by ...", not "met". Then the error
+    threshold pauses another campaign: a plain resume is refused, the explicit reset works."""
+    console.allow("status of 409")  # the browser logs the refused plain resume
+    record = site.publish("3.1.0", 31, seed=31)
+
+    async def create(**kw: Any) -> str:
+        spec = CampaignSpec.from_json(
+            {"name": "gate", "package_id": record.id, "target": {"endpoints": [BAD]}, **kw}
+        )
+        cid = await site.service.create_campaign(spec)
+        await site.service.start_campaign(cid)
+        return str(cid)
+
+    cid = site.call(create(canary=1))
+    sign_in(page, site, f"#/campaigns/{cid}")
+    state = page.locator("#campaign-state")
+    expect(state).to_have_text("paused", timeout=CAMPAIGN_WAIT_MS)
+    expect(page.locator("#paused-reason")).to_have_text(
+        "Paused: success gate lost: wave 0: 0 of 1 succeeded, gate needs 1"
+    )
+    page.locator("#action-resume").click()
+    expect(state).to_have_text("completed", timeout=CAMPAIGN_WAIT_MS)
+    expect(page.locator("#paused-reason")).to_be_hidden()
+    verdict = page.locator("#waves [data-gate]").first
+    expect(verdict).to_have_attribute("data-gate", "overridden")
+    expect(verdict).to_have_text("overridden by operator 'admin': 0 of 1 succeeded, gate needs 1")
+
+    cid = site.call(create(error_threshold={"count": 1, "min_sample": 1}))
+    sign_in(page, site, f"#/campaigns/{cid}")
+    expect(state).to_have_text("paused", timeout=CAMPAIGN_WAIT_MS)
+    expect(page.locator("#paused-reason")).to_contain_text(
+        "error threshold crossed: 1 failed of 1 finished"
+    )
+    page.locator("#action-resume").click()
+    expect(page.locator("#main .problem")).to_contain_text("still crossed")
+    expect(state).to_have_text("paused")
+    page.get_by_role("button", name="Resume and reset error count").click()
+    expect(state).not_to_have_text("paused", timeout=CAMPAIGN_WAIT_MS)
+
+
 def test_device_table_pages_with_cursors(page: Any, site: LiveSite) -> None:
     total = len(api_get(site, "/devices?limit=1000")["items"])
     assert total > 3

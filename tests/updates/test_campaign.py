@@ -14,6 +14,7 @@ from fotakit.updates.campaign import (
     Campaign,
     CampaignState,
     ErrorThreshold,
+    ErrorThresholdCrossed,
     GateAction,
     InvalidCampaignTransition,
     NoMatchingDevices,
@@ -159,7 +160,21 @@ def test_error_threshold_percent_waits_for_min_sample(action: GateAction) -> Non
     assert (len(d.cancels) == 20) is (action is GateAction.ABORT)
 
 
-def test_error_threshold_counts_afresh_after_resume() -> None:
+def test_error_threshold_keeps_counting_across_an_operator_pause_and_resume() -> None:
+    c = Campaign(
+        "c1", spec(error_threshold=ErrorThreshold(count=2, min_sample=2), max_concurrent=4)
+    )
+    eps = started(c.start(T0, fleet(12)))
+    c.on_job_state(eps[0], "failed", FailureReason.UPDATE_FAILED, T0 + 1)
+    c.pause(T0 + 2)
+    c.resume(T0 + 3)
+    assert c.error_count == (1, 1)  # the resume did not forget the first failure
+    d = c.on_job_state(eps[1], "failed", FailureReason.UPDATE_FAILED, T0 + 4)
+    assert d.change is not None and d.change.trigger is Trigger.ERROR_THRESHOLD_PAUSE
+    assert d.change.detail == "2 failed of 2 finished"
+
+
+def test_resume_while_the_threshold_is_crossed_needs_an_explicit_reset() -> None:
     c = Campaign(
         "c1", spec(error_threshold=ErrorThreshold(count=2, min_sample=2), max_concurrent=4)
     )
@@ -167,10 +182,15 @@ def test_error_threshold_counts_afresh_after_resume() -> None:
     c.on_job_state(eps[0], "failed", FailureReason.UPDATE_FAILED, T0 + 1)
     c.on_job_state(eps[1], "failed", FailureReason.UPDATE_FAILED, T0 + 2)
     assert c.state is CampaignState.PAUSED
-    d = c.resume(T0 + 3)
+    with pytest.raises(ErrorThresholdCrossed, match="2 failed of 2 finished"):
+        c.resume(T0 + 3)
+    assert c.state is CampaignState.PAUSED and c.error_count == (2, 2)  # nothing changed
+    d = c.resume(T0 + 3, reset_errors=True)
     assert c.state is CampaignState.RUNNING and len(d.starts) == 2  # 2 slots free
+    assert d.change is not None
+    assert d.change.detail == "operator; error count reset (was 2 failed of 2 finished)"
     c.on_job_state(eps[2], "failed", FailureReason.UPDATE_FAILED, T0 + 4)
-    assert c.state is CampaignState.RUNNING  # 1 failure since resume
+    assert c.state is CampaignState.RUNNING  # 1 failure since the reset
     c.on_job_state(eps[3], "failed", FailureReason.UPDATE_FAILED, T0 + 5)
     assert c.state is CampaignState.PAUSED
 

@@ -21,6 +21,7 @@ from fotakit.updates.campaign import (
     CampaignState,
     Decision,
     ErrorThreshold,
+    ErrorThresholdCrossed,
     GateAction,
     InvalidCampaignTransition,
     WaveSpec,
@@ -51,7 +52,10 @@ action = st.one_of(
     _finish,
     _finish,
     st.tuples(st.just("offer"), st.integers(0, 10_000)),
-    st.tuples(st.just("op"), st.sampled_from(["pause"] * 3 + ["resume"] * 12 + ["cancel"])),
+    st.tuples(
+        st.just("op"),
+        st.sampled_from(["pause"] * 3 + ["resume"] * 8 + ["resume_reset"] * 4 + ["cancel"]),
+    ),
 )
 
 
@@ -129,10 +133,10 @@ def apply(run: Run, act: tuple[object, ...]) -> Decision | None:
     try:
         if act[1] == "pause":
             return c.pause(run.now)
-        if act[1] == "resume":
-            return c.resume(run.now)
+        if act[1] in ("resume", "resume_reset"):
+            return c.resume(run.now, reset_errors=act[1] == "resume_reset")
         return c.cancel(run.now)
-    except InvalidCampaignTransition:
+    except (InvalidCampaignTransition, ErrorThresholdCrossed):
         return None
 
 

@@ -213,6 +213,13 @@ class Progress(_Open):
     by_reason: dict[str, int]
 
 
+class ErrorCount(BaseModel):
+    """What the error threshold counts: since the start, or the last explicit reset."""
+
+    failed: int
+    finished: int
+
+
 class Campaign(_Open):
     id: str
     name: str
@@ -224,11 +231,23 @@ class Campaign(_Open):
     updated_at: str
     spec: dict[str, Any]
     progress: Progress
+    paused_reason: str | None = Field(
+        None,
+        description="While paused: why (paused by whom, the success gate lost, the error "
+        "threshold crossed, with the figures).",
+    )
+    error_count: ErrorCount | None = None
 
 
 class CampaignPage(BaseModel):
     items: list[Campaign]
     next_cursor: str | None
+
+
+class GateOverride(BaseModel):
+    by: str = Field(description="Who resumed past the lost gate.")
+    at: str
+    why: str = Field(description="What the gate lacked, e.g. '1 of 3 succeeded, gate needs 3'.")
 
 
 class Wave(_Open):
@@ -238,6 +257,10 @@ class Wave(_Open):
     succeeded: int
     failed: int
     finished: int
+    gate: str = Field(
+        description="pending, met, or overridden (resumed past a lost gate: see override)."
+    )
+    override: GateOverride | None = None
 
 
 class CampaignDetail(Campaign):

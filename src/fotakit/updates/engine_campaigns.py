@@ -184,11 +184,19 @@ class CampaignRunner:
 
         await self._operator(campaign_id, start)
 
-    async def pause(self, campaign_id: str) -> None:
-        await self._operator(campaign_id, lambda c, now: c.pause(now))
+    async def pause(self, campaign_id: str, *, by: str = "operator") -> None:
+        await self._operator(campaign_id, lambda c, now: c.pause(now, by=by))
 
-    async def resume(self, campaign_id: str) -> None:
-        await self._operator(campaign_id, lambda c, now: c.resume(now, limiters=self._limiters()))
+    async def resume(
+        self, campaign_id: str, *, reset_errors: bool = False, by: str = "operator"
+    ) -> None:
+        """Resume; the error count goes on unless ``reset_errors`` (see Campaign.resume)."""
+        await self._operator(
+            campaign_id,
+            lambda c, now: c.resume(
+                now, limiters=self._limiters(), reset_errors=reset_errors, by=by
+            ),
+        )
 
     async def cancel(self, campaign_id: str) -> None:
         await self._operator(campaign_id, lambda c, now: c.cancel(now))

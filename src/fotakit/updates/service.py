@@ -266,11 +266,17 @@ class UpdateService:
     async def start_campaign(self, campaign_id: str) -> None:
         await self.engine.campaigns.start_campaign(campaign_id)
 
-    async def pause(self, campaign_id: str) -> None:
-        await self.engine.campaigns.pause(campaign_id)
+    async def pause(self, campaign_id: str, *, by: str = "operator") -> None:
+        """Pause a running campaign; ``by`` (who) goes into its event log and pause reason."""
+        await self.engine.campaigns.pause(campaign_id, by=by)
 
-    async def resume(self, campaign_id: str) -> None:
-        await self.engine.campaigns.resume(campaign_id)
+    async def resume(
+        self, campaign_id: str, *, reset_errors: bool = False, by: str = "operator"
+    ) -> None:
+        """Resume a paused campaign. Its error threshold keeps counting: while it is still
+        crossed this raises CampaignError, unless ``reset_errors`` restarts the count (the
+        campaign's event log records it). ``by``: who, for the event log and a gate override."""
+        await self.engine.campaigns.resume(campaign_id, reset_errors=reset_errors, by=by)
 
     async def cancel(self, campaign_id: str) -> None:
         await self.engine.campaigns.cancel(campaign_id)
