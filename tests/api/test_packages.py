@@ -9,8 +9,10 @@ from collections.abc import AsyncIterator
 
 import httpx
 from api_helpers import UPLOAD_CAP, Stack, assert_problem, sign
+from e2e_helpers import CLASS, VENDOR
 
 from fotakit.packages import generate_key
+from fotakit.packages.manifest import class_id, vendor_id
 
 
 def _package(stack: Stack, version: str = "2.0.0", size: int = 3000) -> bytes:
@@ -45,6 +47,37 @@ async def test_upload_list_inspect_delete(stack: Stack) -> None:
     assert_problem(await admin.get(f"/api/v1/packages/{pkg['id']}"), 404)
     assert_problem(await admin.delete(f"/api/v1/packages/{pkg['id']}"), 404)
     assert_problem(await admin.get("/api/v1/packages/not-an-id"), 404)
+
+
+async def test_upload_with_the_build_names_shows_the_class_by_name(stack: Stack) -> None:
+    """The manifest has only UUIDs; names given at upload are kept when they hash to them
+    (docs/package-format.md), refused (422, nothing stored) when they do not."""
+    op = stack.client("operator")
+    data = _package(stack)
+    wrong = await op.post(
+        "/api/v1/packages", content=data, params={"vendor": VENDOR, "class": "sensor-v3"}
+    )
+    body = assert_problem(wrong, 422)
+    assert "class 'sensor-v3' of vendor 'example.com' is class ID" in body["detail"]
+    body = assert_problem(
+        await op.post("/api/v1/packages", content=data, params={"class": CLASS}), 422
+    )
+    assert "both vendor and class" in body["detail"]
+    assert (await op.get("/api/v1/packages")).json()["items"] == []
+
+    r = await op.post("/api/v1/packages", content=data, params={"vendor": VENDOR, "class": CLASS})
+    assert r.status_code == 201, r.text
+    pkg = r.json()
+    assert (pkg["vendor_name"], pkg["class_name"]) == (VENDOR, CLASS)
+    assert pkg["class"] == str(class_id(vendor_id(VENDOR), CLASS))  # the UUID stays
+    # the class is named now: another package of it, uploaded without names, shows it too
+    other = _package(stack, version="2.0.1")
+    r = await op.post("/api/v1/packages", content=other)
+    assert r.status_code == 201 and r.json()["class_name"] == CLASS, r.text
+    listed = (await op.get("/api/v1/packages")).json()["items"]
+    assert [p["class_name"] for p in listed] == [CLASS, CLASS]
+    detail = (await op.get(f"/api/v1/packages/{pkg['id']}")).json()
+    assert detail["vendor_name"] == VENDOR
 
 
 async def test_rejected_uploads(stack: Stack) -> None:

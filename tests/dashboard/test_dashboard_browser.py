@@ -120,6 +120,30 @@ def test_upload_create_campaign_and_watch_it_finish(
         shutil.copyfile(shot, target)
 
 
+def test_a_package_uploaded_with_its_names_shows_the_class_by_name(
+    page: Any, site: LiveSite, tmp_path: Path, console: Console
+) -> None:
+    console.allow("status of 422")  # the browser logs the refused upload
+    sign_in(page, site, "#/packages")
+    package = tmp_path / "sensor-2.7.0.fota"
+    package.write_bytes(site.signed_package("2.7.0", 27, seed=27))
+    page.set_input_files("#package-file", str(package))
+    page.get_by_label("Vendor (optional)").fill("example.com")
+    page.get_by_label("Class name (optional)").fill("not-the-class")
+    page.get_by_role("button", name="Upload").click()
+    status = page.locator("#upload-status")
+    expect(status).to_contain_text("class 'not-the-class' of vendor 'example.com'")
+
+    page.set_input_files("#package-file", str(package))
+    page.get_by_label("Vendor (optional)").fill("example.com")
+    page.get_by_label("Class name (optional)").fill("sensor-v2")
+    page.get_by_role("button", name="Upload").click()
+    expect(status).to_contain_text("Uploaded:")
+    package_id = status.locator("code").inner_text()
+    row = page.locator("#main table tr", has_text=package_id)
+    expect(row.locator("[data-class]")).to_have_text("sensor-v2")
+
+
 def test_fleet_overview_shows_totals_versions_and_filters(page: Any, site: LiveSite) -> None:
     fleet = api_get(site, "/fleet")
     sign_in(page, site, "#/fleet")

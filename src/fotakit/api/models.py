@@ -184,7 +184,13 @@ class Firmware(BaseModel):
 class Package(_Open):
     id: str
     vendor: str
-    class_: str = Field(alias="class")
+    class_: str = Field(alias="class", description="The SUIT class ID (a UUID).")
+    vendor_name: str | None = Field(
+        None, description="The vendor domain behind `vendor`, when an upload named it."
+    )
+    class_name: str | None = Field(
+        None, description="The class name behind `class`, when an upload named it."
+    )
     version: str
     sequence: int
     size: int
