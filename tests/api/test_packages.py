@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
+import hashlib
 from collections.abc import AsyncIterator
 
 import httpx
@@ -12,6 +14,7 @@ from api_helpers import UPLOAD_CAP, Stack, assert_problem, sign
 from e2e_helpers import CLASS, VENDOR
 
 from fotakit.packages import generate_key
+from fotakit.packages.build import make_manifest, sign_manifest
 from fotakit.packages.manifest import class_id, vendor_id
 
 
@@ -78,6 +81,30 @@ async def test_upload_with_the_build_names_shows_the_class_by_name(stack: Stack)
     assert [p["class_name"] for p in listed] == [CLASS, CLASS]
     detail = (await op.get(f"/api/v1/packages/{pkg['id']}")).json()
     assert detail["vendor_name"] == VENDOR
+
+
+async def test_an_upload_whose_version_breaks_the_rule_is_422(stack: Stack) -> None:
+    """A package signed by a trusted key but with a version no device could report (it
+    has a space: /3/0/3 is compared exactly) is refused, naming the rule."""
+    payload = b"\x42" * 2000
+    manifest = dataclasses.replace(
+        make_manifest(
+            payload_digest=hashlib.sha256(payload).digest(),
+            payload_size=len(payload),
+            version="1.0.0",
+            vendor_domain=VENDOR,
+            class_name=CLASS,
+            sequence=3,
+            key=stack.key,
+        ),
+        version="1.0 beta",  # what a builder other than fotakit's could sign
+    )
+    data = sign_manifest(manifest, stack.key) + payload
+    body = assert_problem(
+        await stack.client("operator").post("/api/v1/packages", content=data), 422
+    )
+    assert "version must not contain whitespace: '1.0 beta'" in body["detail"]
+    assert (await stack.client("viewer").get("/api/v1/packages")).json()["items"] == []
 
 
 async def test_rejected_uploads(stack: Stack) -> None:

@@ -35,6 +35,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from fotakit.packages import PackageError, verify_package
+from fotakit.packages.manifest import InvalidVersion, check_version
 from fotakit.repository import names
 from fotakit.repository.errors import (
     RepositoryClosed,
@@ -157,6 +158,10 @@ class Repository:
         except PackageError as exc:
             raise UploadRejected(f"{exc.code}: {exc}", exc) from exc
         record = _record_for(blob, verified)
+        try:
+            check_version(record.version)
+        except InvalidVersion as exc:
+            raise UploadRejected(f"version {exc} (see docs/package-format.md)") from None
         if vendor_name is not None and class_name is not None:
             try:
                 named = names.check_names(
