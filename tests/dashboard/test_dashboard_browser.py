@@ -17,6 +17,7 @@ import re
 import shutil
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
 import pytest
@@ -142,6 +143,25 @@ def test_a_package_uploaded_with_its_names_shows_the_class_by_name(
     package_id = status.locator("code").inner_text()
     row = page.locator("#main table tr", has_text=package_id)
     expect(row.locator("[data-class]")).to_have_text("sensor-v2")
+
+
+def test_swagger_ui_renders_with_every_other_host_unreachable(page: Any, site: LiveSite) -> None:
+    """/api/docs on a server without internet: any request off the site is refused."""
+    site_host = urlsplit(site.base_url).netloc
+    outside: list[str] = []
+
+    def only_the_site(route: Any) -> None:
+        if urlsplit(route.request.url).netloc == site_host:
+            route.continue_()
+        else:
+            outside.append(route.request.url)
+            route.abort()
+
+    page.route("**/*", only_the_site)
+    page.goto("/api/docs")
+    expect(page.locator(".swagger-ui .info .title")).to_contain_text("fotakit")
+    expect(page.locator(".swagger-ui .opblock-summary-path").first).to_be_visible()
+    assert outside == []
 
 
 def test_fleet_overview_shows_totals_versions_and_filters(page: Any, site: LiveSite) -> None:
