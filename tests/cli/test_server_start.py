@@ -154,10 +154,12 @@ def _build(tmp_path: Path, keys: Path) -> bytes:
     return suit.read_bytes()
 
 
-def _upload(http_port: int, token: str, package: bytes) -> tuple[int, dict[str, Any]]:
+def _upload(
+    http_port: int, token: str, package: bytes, query: str = ""
+) -> tuple[int, dict[str, Any]]:
     """POST /api/v1/packages as the guide's curl does; (status, JSON body)."""
     request = urllib.request.Request(
-        f"http://127.0.0.1:{http_port}/api/v1/packages",
+        f"http://127.0.0.1:{http_port}/api/v1/packages{query}",
         data=package,
         headers={"Authorization": f"Bearer {token}", "Content-Type": "application/octet-stream"},
         method="POST",
@@ -180,9 +182,10 @@ async def test_the_guides_trust_sequence_on_a_fresh_data_dir(tmp_path: Path) -> 
         package = await asyncio.to_thread(_build, tmp_path, keys)
         assert (data / "trust").is_dir()  # made at the first start
         shutil.copy(keys / "release.pub.pem", data / "trust")  # the guide's `cp ... trust/`
-        status, body = await asyncio.to_thread(_upload, http_port, token, package)
+        query = "?vendor=example.com&class=sensor-v2"  # the guide's curl
+        status, body = await asyncio.to_thread(_upload, http_port, token, package, query)
         assert status == 201, body
-        assert body["version"] == "1.1.0"
+        assert (body["version"], body["class_name"]) == ("1.1.0", "sensor-v2")
 
 
 async def test_a_key_copied_into_the_trust_dir_while_running_is_trusted(tmp_path: Path) -> None:
