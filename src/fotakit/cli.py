@@ -135,8 +135,9 @@ def server(
     trust: Annotated[
         FsPath | None,
         typer.Option(
-            help="Trusted signer public key (PEM) or a directory of them, for REST uploads "
-            "(default <data-dir>/trust if it exists; without one, uploads answer 503).",
+            help="Trusted signer public key (PEM) or a directory of them, for REST uploads; "
+            "a directory is re-read when its files change (default <data-dir>/trust, created "
+            "at start; with no key in it, uploads answer 503).",
             envvar="FOTAKIT_TRUST",
         ),
     ] = None,
@@ -158,7 +159,8 @@ def server(
     public_host: Annotated[
         str | None,
         typer.Option(
-            help="Host name devices use to fetch packages (default: the bind address).",
+            help="Host name devices use to fetch packages (default: the bind address; "
+            "required when --host is a wildcard such as 0.0.0.0 or ::).",
             envvar="FOTAKIT_PUBLIC_HOST",
         ),
     ] = None,
@@ -187,10 +189,19 @@ def server(
 ) -> None:
     """Run the LwM2M server in the foreground; one log line per registration event."""
     from fotakit.coap import TransportParams
-    from fotakit.repository.runner import run_server_with_repository
+    from fotakit.repository.runner import is_wildcard, run_server_with_repository
     from fotakit.server import ServerConfig
 
     _setup_logging(log_level)
+    if updates and public_host is None and is_wildcard(host):
+        # Devices are handed package URIs built from this host: a wildcard bind address
+        # names no host they can reach, and guessing 127.0.0.1 sends them to themselves.
+        err_console.print(
+            f"[red]error:[/red] --host {host} binds every address, so it names no host "
+            "devices can fetch packages from: give --public-host (FOTAKIT_PUBLIC_HOST), "
+            "the name or address devices reach this server at"
+        )
+        raise typer.Exit(2)
     try:
         url = _resolve_db(data_dir, db)
     except typer.BadParameter as exc:
@@ -210,6 +221,10 @@ def server(
     try:
         repository_dir = (repository or (data_dir or FsPath("data")) / "repository").expanduser()
         default_trust = (data_dir or FsPath("data")) / "trust"
+        if trust is None and db is None:
+            # The guide copies the signer's public key here once the server runs
+            # (docs/operator-guide.md): the directory exists from the first start.
+            default_trust.mkdir(parents=True, exist_ok=True)
         anchors = _trust_store(trust or (default_trust if default_trust.exists() else None))
         asyncio.run(
             run_server_with_repository(
@@ -232,12 +247,26 @@ def server(
 
 
 def _trust_store(path: FsPath | None) -> TrustStore | None:
-    """The trust anchors at ``path`` (a PEM file or a directory); exit 2 if unreadable."""
-    from fotakit.packages import KeyFileError, TrustStore
+    """The trust anchors at ``path`` (a PEM file or a directory); exit 2 if unreadable.
+
+    A directory is a :class:`~fotakit.packages.TrustDirectory`: keys copied into it while
+    the server runs are trusted from the next upload on, and it may start empty."""
+    from fotakit.packages import KeyFileError, TrustDirectory, TrustStore
 
     if path is None:
         return None
     try:
+        if path.expanduser().is_dir():
+            anchors = TrustDirectory(path.expanduser())
+            for name, why in anchors.skipped.items():
+                err_console.print(f"[yellow]warning:[/yellow] {path}/{name} skipped: {why}")
+            if not len(anchors):
+                logging.getLogger("fotakit.server").warning(
+                    "no trusted signer keys in %s yet: uploads answer 503 until a public key "
+                    "(PEM) is copied there",
+                    path,
+                )
+            return anchors
         return TrustStore.from_path(path.expanduser())
     except (KeyFileError, OSError, ValueError) as exc:
         err_console.print(f"[red]error:[/red] cannot load trust anchors from {path}: {exc}")

@@ -87,6 +87,7 @@ WAVE_COLUMNS: Final = {
     "failed": "failed",
     "finished": "done",
     "success_gate": "gate",
+    "gate": "gate?",
     "soak_s": "soak",
     "started_at": "opened",
 }
@@ -280,6 +281,8 @@ def _wave_cell(key: str, value: object) -> str:
         return f"{value * 100:g}%"
     if key == "soak_s" and isinstance(value, int | float):
         return f"{value:g}s"
+    if key == "gate" and value == "pending":
+        return "-"
     if key == "started_at" and isinstance(value, str) and "T" in value:
         return escape(value.split("T", 1)[1][:8])  # the time of day (UTC) is enough here
     return _cell(value)
@@ -343,6 +346,16 @@ def render_campaign(
             if isinstance(w, Mapping):
                 table.add_row(*(_wave_cell(k, w.get(k)) for k in keys))
         parts.append(table)
+        for w in waves:
+            override = w.get("override") if isinstance(w, Mapping) else None
+            if isinstance(override, Mapping):  # resumed past a lost gate: not a gate met
+                parts.append(
+                    Text(
+                        f"wave {w.get('index')} gate overridden by {override.get('by')}: "
+                        f"{override.get('why')}",
+                        style="yellow",
+                    )
+                )
     by_state = progress.get("by_state") or {}
     if by_state:
         table = Table(title="devices by state", title_justify="left")
@@ -371,12 +384,13 @@ def render_campaign(
                 table.add_row(_cell(reason), _cell(count), "")
         parts.append(table)
     if campaign.get("state") == "paused":
-        parts.append(
-            Text(
-                f"paused: `fotakit campaign resume {campaign.get('id')}` continues it",
-                style="yellow",
-            )
-        )
+        reason = campaign.get("paused_reason")
+        if reason:
+            parts.append(Text(f"paused: {reason}", style="yellow"))
+        hint = f"`fotakit campaign resume {campaign.get('id')}` continues it"
+        if str(reason or "").startswith("error threshold"):
+            hint += " once you add --reset-errors (the threshold is still crossed)"
+        parts.append(Text(hint, style="yellow"))
     if note:
         parts.append(Text(note, style="dim"))
     return Group(*parts)
@@ -386,10 +400,12 @@ def _summary(campaign: Mapping[str, Any]) -> str:
     progress = _progress(campaign)
     by_state = progress.get("by_state") or {}
     counts = ", ".join(f"{by_state[s]} {s}" for s in FINISHED if by_state.get(s))
+    reason = campaign.get("paused_reason") if campaign.get("state") == "paused" else None
     return (
         f"campaign {campaign.get('id')} {campaign.get('state')}: "
         f"{_finished(progress)}/{progress.get('total', 0)} finished"
         + (f" ({counts})" if counts else "")
+        + (f"; {reason}" if reason else "")
     )
 
 
@@ -865,11 +881,17 @@ def campaign_watch(
 
 
 def _action(
-    action: str, campaign_id: str, url: str, token: str | None, timeout: float, as_json: bool
+    action: str,
+    campaign_id: str,
+    url: str,
+    token: str | None,
+    timeout: float,
+    as_json: bool,
+    params: dict[str, Any] | None = None,
 ) -> None:
     try:
         with open_client(url, token, timeout) as client:
-            campaign = client.campaign_action(campaign_id, action)
+            campaign = client.campaign_action(campaign_id, action, params)
     except CliError as exc:
         raise fail(exc) from None
     if as_json:
@@ -906,9 +928,29 @@ def _action_command(action: str, doc: str) -> None:
     campaign_app.command(action)(command)
 
 
+@campaign_app.command("resume")
+def campaign_resume(
+    campaign_id: CampaignArg,
+    reset_errors: Annotated[
+        bool,
+        typer.Option(
+            "--reset-errors",
+            help="Restart the error threshold's count (refused without it while the "
+            "threshold is still crossed; the campaign's event log records the reset).",
+        ),
+    ] = False,
+    as_json: JsonFlag = False,
+    url: UrlOption = DEFAULT_URL,
+    token: TokenOption = None,
+    timeout: TimeoutOption = 30.0,
+) -> None:
+    """Resume a paused campaign; its error threshold keeps counting."""
+    params = {"reset_errors": "true"} if reset_errors else None
+    _action("resume", campaign_id, url, token, timeout, as_json, params)
+
+
 for _name, _doc in (
     ("pause", "Pause: no new device starts; running jobs finish."),
-    ("resume", "Resume a paused campaign."),
     ("start", "Start a draft campaign (one created with --no-start)."),
     ("cancel", "Cancel: running jobs are cancelled, no device starts any more."),
     ("retry", "Start a child campaign over the failed and timed-out devices."),

@@ -33,7 +33,7 @@ from fotakit.packages import (
     verify_package,
     write_key_pair,
 )
-from fotakit.packages.manifest import MAX_SEQUENCE
+from fotakit.packages.manifest import MAX_SEQUENCE, InvalidVersion, check_version
 
 keys_app = typer.Typer(
     help="Signing keys for firmware packages (Ed25519 or ECDSA P-256).", no_args_is_help=True
@@ -120,6 +120,10 @@ def package_build(
     """Sign PAYLOAD into a package: SUIT envelope (COSE_Sign1) followed by the payload."""
     if sequence > MAX_SEQUENCE:
         raise _fail("--sequence must be below 2^64", EXIT_USAGE)
+    try:
+        check_version(version)
+    except InvalidVersion as exc:
+        raise _fail(f"--version {exc} (see docs/package-format.md)", EXIT_USAGE) from None
     if not payload.is_file():
         raise _fail(f"payload {payload} is not a readable file", EXIT_USAGE)
     out = output or payload.with_name(f"{payload.name}-{version}.suit")

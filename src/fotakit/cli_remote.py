@@ -326,8 +326,12 @@ class RemoteClient:
         out: dict[str, Any] = self.request("POST", "/campaigns", body={**spec, "start": start})
         return out
 
-    def campaign_action(self, campaign_id: str, action: str) -> dict[str, Any]:
-        out: dict[str, Any] = self.request("POST", f"/campaigns/{seg(campaign_id)}/{action}")
+    def campaign_action(
+        self, campaign_id: str, action: str, params: Mapping[str, Any] | None = None
+    ) -> dict[str, Any]:
+        out: dict[str, Any] = self.request(
+            "POST", f"/campaigns/{seg(campaign_id)}/{action}", params=params
+        )
         return out
 
     def failures(self, campaign_id: str) -> dict[str, Any]:

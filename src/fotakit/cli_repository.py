@@ -64,11 +64,28 @@ def resolve_locations(
 def package_upload(
     file: Annotated[Path, typer.Argument(help="A signed package (from `fotakit package build`).")],
     trust: Annotated[Path, typer.Option(help="Trusted public key PEM, or a directory of them.")],
+    vendor: Annotated[
+        str | None,
+        typer.Option(
+            help="The vendor domain the package was built with (its --vendor): shown "
+            "instead of the vendor UUID, once checked against it."
+        ),
+    ] = None,
+    class_name: Annotated[
+        str | None,
+        typer.Option(
+            "--class",
+            help="The class name the package was built with (its --class; needs --vendor): "
+            "shown instead of the class UUID, once checked against it.",
+        ),
+    ] = None,
     data_dir: DataDirOption = None,
     db: DbOption = None,
     repository: RepositoryOption = None,
 ) -> None:
     """Verify a signed package and store it in the repository; print its id and paths."""
+    if (vendor is None) != (class_name is None):
+        raise _fail("give --vendor and --class together (the names of the build), or neither", 2)
     from fotakit.packages import KeyFileError, TrustStore
     from fotakit.repository import Repository, RepositoryError, UploadRejected
     from fotakit.store import StoreError
@@ -82,7 +99,7 @@ def package_upload(
     directory, url = resolve_locations(data_dir, db, repository)
     try:
         with Repository(directory, url, anchors) as repo:
-            record = repo.add(file)
+            record = repo.add(file, vendor_name=vendor, class_name=class_name)
     except UploadRejected as exc:
         cause = exc.cause
         result = getattr(cause, "update_result", None)
@@ -90,7 +107,10 @@ def package_upload(
         raise _fail(f"upload rejected: {exc}{suffix}") from exc
     except (RepositoryError, StoreError, OSError) as exc:
         raise _fail(f"upload failed: {exc}") from exc
-    console.print(f"stored [bold]{record.id}[/bold] version {record.version}", highlight=False)
+    named = f" class {class_name} ({vendor})" if class_name else ""
+    console.print(
+        f"stored [bold]{record.id}[/bold] version {record.version}{named}", highlight=False
+    )
     console.print(f"  package: /fw/{record.id}", highlight=False)
     console.print(f"  payload: /fw/{record.id}/payload", highlight=False)
 
@@ -114,6 +134,7 @@ def package_list(
     try:
         with Repository(directory, url) as repo:
             records = repo.list()
+            names = repo.class_names()
     except (RepositoryError, StoreError, OSError) as exc:
         raise _fail(f"cannot read the repository: {exc}") from exc
     table = Table(title=f"{len(records)} package(s) in {directory}")
@@ -121,13 +142,16 @@ def package_list(
     for name in ("version", "vendor / class", "size", "seq", "downloads", "URIs"):
         table.add_column(name, overflow="fold")
     for r in records:
+        named = names.get(r.class_id)
         uris = [r.coap_uri(host, coap_port)]
         if http_port is not None:
             uris.append(r.http_uri(host, http_port))
         table.add_row(
             r.id,
             r.version,
-            f"{r.vendor_id}\n{r.class_id}",
+            f"{r.vendor_id}\n{r.class_id}"
+            if named is None
+            else f"{named.vendor} / {named.name}\n({r.class_id})",
             f"{r.size:,}",
             str(r.sequence),
             f"{r.downloads} ({r.bytes_served:,} B)",

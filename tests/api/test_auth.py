@@ -18,7 +18,10 @@ from fotakit.api import ApiContext, Role, TokenStore, create_app
 from fotakit.api.auth import ADMIN_TOKEN_ENV, hash_token, route_role
 from fotakit.store import default_db_url
 
-PUBLIC = {("GET", "/api/v1/health")}
+PUBLIC = {
+    ("GET", "/api/v1/health"),
+    ("GET", "/api/docs"),  # the Swagger UI page (public, as FastAPI's own was); no data
+}
 EXPECTED_MIN_ROLE = {
     # everything an operator may do that is not a GET; admin-only routes
     ("DELETE", "/api/v1/packages/{package_id}"): Role.ADMIN,

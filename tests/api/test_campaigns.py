@@ -130,6 +130,28 @@ async def test_draft_pause_resume_cancel_and_errors(stack: Stack) -> None:
         assert_problem(await op.post(f"/api/v1/campaigns/cnope/{action}"), 404)
 
 
+async def test_a_campaign_matching_no_device_is_refused(stack: Stack) -> None:
+    """A snapshot target that matches nothing is a 422 (nothing stored), not a campaign
+    "completed" at once; a continuous campaign may start empty; a draft is refused at its
+    start."""
+    op = stack.client("operator")
+    pkg = await _upload(stack, "2.0.0", 2)
+    spec = {"name": "none", "package_id": pkg["id"], "target": {"endpoints": ["no-such-dev"]}}
+    body = assert_problem(await op.post("/api/v1/campaigns", json=spec), 422)
+    assert body["detail"].startswith("target: no device matches"), body
+    assert (await op.get("/api/v1/campaigns")).json()["items"] == []
+
+    r = await op.post("/api/v1/campaigns", json={**spec, "mode": "continuous"})
+    assert r.status_code == 201 and r.json()["state"] == "running", r.text
+
+    r = await op.post("/api/v1/campaigns", json={**spec, "start": False})
+    assert r.status_code == 201 and r.json()["state"] == "draft", r.text
+    cid = r.json()["id"]
+    body = assert_problem(await op.post(f"/api/v1/campaigns/{cid}/start"), 422)
+    assert "no device matches" in body["detail"]
+    assert (await op.get(f"/api/v1/campaigns/{cid}")).json()["state"] == "draft"
+
+
 async def test_single_device_job(stack: Stack) -> None:
     op = stack.client("operator")
     pkg = await _upload(stack, "2.0.0", 2)
@@ -217,3 +239,71 @@ async def test_failures_grouped_and_retry(tmp_path: Path, sqlite_url: str) -> No
         assert r.status_code == 201, r.text
         child = r.json()
         assert child["parent_id"] == cid and child["spec"]["target"]["endpoints"] == ["dev-1"]
+
+
+async def test_pause_reasons_gate_override_and_error_count_across_resume(
+    tmp_path: Path, sqlite_url: str
+) -> None:
+    """A campaign says why it is paused, a wave resumed past its lost gate says "overridden"
+    by whom and why (not "met"), and a resume does not silently forget the error count."""
+    from fotakit.updates.job import JobPolicy
+
+    async with running_stack(
+        tmp_path,
+        sqlite_url,
+        devices=1,
+        service_kwargs={"policy": JobPolicy(max_attempts=1)},
+        device_kwargs={"dev-0": {"health_command": ("false",)}},  # its new image fails
+    ) as stack:
+        op = stack.client("operator")
+        pkg = await _upload(stack, "2.0.0", 2)
+        target = {"package_id": pkg["id"], "target": {"endpoints": ["dev-0"]}}
+
+        # 1. the canary's gate is lost: paused, saying so; resumed past it: overridden
+        cid = await op.post("/api/v1/campaigns", json={"name": "g", **target, "canary": 1})
+        cid = cid.json()["id"]
+        await wait_campaign(stack.service, cid, {"paused", "completed", "aborted"}, 60)
+        camp = (await op.get(f"/api/v1/campaigns/{cid}")).json()
+        assert camp["state"] == "paused", camp
+        reason = "success gate lost: wave 0: 0 of 1 succeeded, gate needs 1"
+        assert camp["paused_reason"] == reason
+        assert camp["waves"][0]["gate"] == "pending" and camp["waves"][0]["override"] is None
+        listed = (await op.get("/api/v1/campaigns", params={"state": "paused"})).json()
+        assert [c["paused_reason"] for c in listed["items"]] == [reason]
+        r = await op.post(f"/api/v1/campaigns/{cid}/resume")
+        assert r.status_code == 200 and r.json()["paused_reason"] is None, r.text
+        await wait_campaign(stack.service, cid, {"completed"}, 30)
+        wave0 = (await op.get(f"/api/v1/campaigns/{cid}")).json()["waves"][0]
+        assert wave0["gate"] == "overridden", wave0
+        assert wave0["override"]["by"] == "operator 'test-operator'"
+        assert wave0["override"]["why"] == "0 of 1 succeeded, gate needs 1"
+
+        # 2. the error threshold pauses; a plain resume is refused while it is still
+        # crossed; an explicit reset resumes and is in the event log
+        spec = {"name": "e", **target, "error_threshold": {"count": 1, "min_sample": 1}}
+        cid = (await op.post("/api/v1/campaigns", json=spec)).json()["id"]
+        await wait_campaign(stack.service, cid, {"paused", "completed", "aborted"}, 60)
+        camp = (await op.get(f"/api/v1/campaigns/{cid}")).json()
+        assert camp["paused_reason"] == "error threshold crossed: 1 failed of 1 finished"
+        assert camp["error_count"] == {"failed": 1, "finished": 1}
+        body = assert_problem(await op.post(f"/api/v1/campaigns/{cid}/resume"), 409)
+        assert "error threshold is still crossed (1 failed of 1 finished)" in body["detail"]
+        assert (await op.get(f"/api/v1/campaigns/{cid}")).json()["state"] == "paused"
+        r = await op.post(f"/api/v1/campaigns/{cid}/resume", params={"reset_errors": "true"})
+        assert r.status_code == 200, r.text
+        assert r.json()["error_count"] == {"failed": 0, "finished": 0}
+        events = (await op.get(f"/api/v1/campaigns/{cid}/events", params={"limit": 500})).json()
+        details = [e["data"]["detail"] for e in events["items"] if e["kind"] == "campaign_state"]
+        assert (
+            "operator 'test-operator'; error count reset (was 1 failed of 1 finished)" in details
+        ), details
+
+        # 3. an operator pause says who
+        r = await op.post(
+            "/api/v1/campaigns",
+            json={"name": "p", "package_id": pkg["id"], "target": {"endpoints": ["dev-0"]},
+                  "rate_per_minute": 0.001},
+        )  # fmt: skip
+        cid = r.json()["id"]
+        r = await op.post(f"/api/v1/campaigns/{cid}/pause")
+        assert r.json()["paused_reason"] == "paused by operator 'test-operator'", r.text

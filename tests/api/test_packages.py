@@ -5,12 +5,17 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
+import hashlib
 from collections.abc import AsyncIterator
 
 import httpx
 from api_helpers import UPLOAD_CAP, Stack, assert_problem, sign
+from e2e_helpers import CLASS, VENDOR
 
 from fotakit.packages import generate_key
+from fotakit.packages.build import make_manifest, sign_manifest
+from fotakit.packages.manifest import class_id, vendor_id
 
 
 def _package(stack: Stack, version: str = "2.0.0", size: int = 3000) -> bytes:
@@ -45,6 +50,61 @@ async def test_upload_list_inspect_delete(stack: Stack) -> None:
     assert_problem(await admin.get(f"/api/v1/packages/{pkg['id']}"), 404)
     assert_problem(await admin.delete(f"/api/v1/packages/{pkg['id']}"), 404)
     assert_problem(await admin.get("/api/v1/packages/not-an-id"), 404)
+
+
+async def test_upload_with_the_build_names_shows_the_class_by_name(stack: Stack) -> None:
+    """The manifest has only UUIDs; names given at upload are kept when they hash to them
+    (docs/package-format.md), refused (422, nothing stored) when they do not."""
+    op = stack.client("operator")
+    data = _package(stack)
+    wrong = await op.post(
+        "/api/v1/packages", content=data, params={"vendor": VENDOR, "class": "sensor-v3"}
+    )
+    body = assert_problem(wrong, 422)
+    assert "class 'sensor-v3' of vendor 'example.com' is class ID" in body["detail"]
+    body = assert_problem(
+        await op.post("/api/v1/packages", content=data, params={"class": CLASS}), 422
+    )
+    assert "both vendor and class" in body["detail"]
+    assert (await op.get("/api/v1/packages")).json()["items"] == []
+
+    r = await op.post("/api/v1/packages", content=data, params={"vendor": VENDOR, "class": CLASS})
+    assert r.status_code == 201, r.text
+    pkg = r.json()
+    assert (pkg["vendor_name"], pkg["class_name"]) == (VENDOR, CLASS)
+    assert pkg["class"] == str(class_id(vendor_id(VENDOR), CLASS))  # the UUID stays
+    # the class is named now: another package of it, uploaded without names, shows it too
+    other = _package(stack, version="2.0.1")
+    r = await op.post("/api/v1/packages", content=other)
+    assert r.status_code == 201 and r.json()["class_name"] == CLASS, r.text
+    listed = (await op.get("/api/v1/packages")).json()["items"]
+    assert [p["class_name"] for p in listed] == [CLASS, CLASS]
+    detail = (await op.get(f"/api/v1/packages/{pkg['id']}")).json()
+    assert detail["vendor_name"] == VENDOR
+
+
+async def test_an_upload_whose_version_breaks_the_rule_is_422(stack: Stack) -> None:
+    """A package signed by a trusted key but with a version no device could report (it
+    has a space: /3/0/3 is compared exactly) is refused, naming the rule."""
+    payload = b"\x42" * 2000
+    manifest = dataclasses.replace(
+        make_manifest(
+            payload_digest=hashlib.sha256(payload).digest(),
+            payload_size=len(payload),
+            version="1.0.0",
+            vendor_domain=VENDOR,
+            class_name=CLASS,
+            sequence=3,
+            key=stack.key,
+        ),
+        version="1.0 beta",  # what a builder other than fotakit's could sign
+    )
+    data = sign_manifest(manifest, stack.key) + payload
+    body = assert_problem(
+        await stack.client("operator").post("/api/v1/packages", content=data), 422
+    )
+    assert "version must not contain whitespace: '1.0 beta'" in body["detail"]
+    assert (await stack.client("viewer").get("/api/v1/packages")).json()["items"] == []
 
 
 async def test_rejected_uploads(stack: Stack) -> None:

@@ -202,6 +202,58 @@ def test_campaign_create_with_an_unknown_package_is_the_servers_error(site: CliS
     assert result.stderr.startswith("error: 4"), result.stderr
 
 
+def test_campaign_create_watch_matching_no_device_exits_1_and_says_so(site: CliSite) -> None:
+    record = site.publish("4.1.0", 5, seed=4)
+    result = site.cli(
+        "campaign", "create", "--package", record.id, "--class", "no-such-class", "--watch",
+        "--interval", "0.5", "--max-wait", "30",
+    )  # fmt: skip
+    assert result.exit_code == 1, result.output
+    assert result.stderr.startswith("error: 422"), result.stderr
+    assert "no device matches the campaign's target" in result.stderr
+    assert "created campaign" not in result.stdout
+
+
+def test_paused_reason_error_count_reset_and_gate_override_in_watch_and_show(
+    site: CliSite,
+) -> None:
+    record = site.publish("4.2.0", 6, seed=5)
+    create = site.cli(
+        "campaign", "create", "--package", record.id, "--device", BAD,
+        "--error-threshold", "1", "--json",
+    )  # fmt: skip
+    assert create.exit_code == 0, create.output
+    cid = _json(create.stdout)["id"]  # type: ignore[index]
+    watch = site.cli("campaign", "watch", cid, "--exit-on-pause", "--max-wait", "60")
+    assert watch.exit_code == 3, watch.output
+    assert "paused: error threshold crossed: 1 failed of 1 finished" in watch.stdout
+    assert "--reset-errors" in watch.stdout
+    refused = site.cli("campaign", "resume", cid)
+    assert refused.exit_code == 1, refused.output
+    assert refused.stderr.startswith("error: 409"), refused.stderr
+    assert "still crossed (1 failed of 1 finished)" in refused.stderr
+    resumed = site.cli("campaign", "resume", cid, "--reset-errors")
+    assert resumed.exit_code == 0, resumed.output
+
+    gate = site.cli(
+        "campaign", "create", "--package", record.id, "--device", BAD, "--canary", "1",
+        "--json",
+    )  # fmt: skip
+    cid = _json(gate.stdout)["id"]  # type: ignore[index]
+    watch = site.cli("campaign", "watch", cid, "--exit-on-pause", "--max-wait", "60")
+    assert watch.exit_code == 3, watch.output
+    assert "paused: success gate lost: wave 0: 0 of 1 succeeded, gate needs 1" in watch.stdout
+    assert site.cli("campaign", "resume", cid).exit_code == 0
+    done = site.cli("campaign", "watch", cid, "--max-wait", "30")
+    assert done.exit_code == 0, done.output
+    show = site.cli("campaign", "show", cid)
+    assert "overridden" in show.stdout
+    assert (
+        "wave 0 gate overridden by operator 'operator': 0 of 1 succeeded, gate needs 1"
+        in show.stdout
+    ), show.stdout
+
+
 def test_remote_settings_come_from_the_config_file(site: CliSite, tmp_path: object) -> None:
     from pathlib import Path
 

@@ -17,6 +17,7 @@ import re
 import shutil
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
 import pytest
@@ -118,6 +119,49 @@ def test_upload_create_campaign_and_watch_it_finish(
         target = REPO / "docs" / "img" / "campaign-page.png"
         target.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(shot, target)
+
+
+def test_a_package_uploaded_with_its_names_shows_the_class_by_name(
+    page: Any, site: LiveSite, tmp_path: Path, console: Console
+) -> None:
+    console.allow("status of 422")  # the browser logs the refused upload
+    sign_in(page, site, "#/packages")
+    package = tmp_path / "sensor-2.7.0.fota"
+    package.write_bytes(site.signed_package("2.7.0", 27, seed=27))
+    page.set_input_files("#package-file", str(package))
+    page.get_by_label("Vendor (optional)").fill("example.com")
+    page.get_by_label("Class name (optional)").fill("not-the-class")
+    page.get_by_role("button", name="Upload").click()
+    status = page.locator("#upload-status")
+    expect(status).to_contain_text("class 'not-the-class' of vendor 'example.com'")
+
+    page.set_input_files("#package-file", str(package))
+    page.get_by_label("Vendor (optional)").fill("example.com")
+    page.get_by_label("Class name (optional)").fill("sensor-v2")
+    page.get_by_role("button", name="Upload").click()
+    expect(status).to_contain_text("Uploaded:")
+    package_id = status.locator("code").inner_text()
+    row = page.locator("#main table tr", has_text=package_id)
+    expect(row.locator("[data-class]")).to_have_text("sensor-v2")
+
+
+def test_swagger_ui_renders_with_every_other_host_unreachable(page: Any, site: LiveSite) -> None:
+    """/api/docs on a server without internet: any request off the site is refused."""
+    site_host = urlsplit(site.base_url).netloc
+    outside: list[str] = []
+
+    def only_the_site(route: Any) -> None:
+        if urlsplit(route.request.url).netloc == site_host:
+            route.continue_()
+        else:
+            outside.append(route.request.url)
+            route.abort()
+
+    page.route("**/*", only_the_site)
+    page.goto("/api/docs")
+    expect(page.locator(".swagger-ui .info .title")).to_contain_text("fotakit")
+    expect(page.locator(".swagger-ui .opblock-summary-path").first).to_be_visible()
+    assert outside == []
 
 
 def test_fleet_overview_shows_totals_versions_and_filters(page: Any, site: LiveSite) -> None:
@@ -271,6 +315,50 @@ def test_campaign_actions_follow_its_state(page: Any, site: LiveSite) -> None:
     page.get_by_role("link", name="← Campaigns").click()
     page.get_by_label("State").select_option("cancelled")
     expect(page.locator("#main table")).to_contain_text("slowly")
+
+
+def test_paused_reason_and_an_overridden_gate_are_shown(
+    page: Any, site: LiveSite, console: Console
+) -> None:
+    """The canary (BAD, whose new image fails) loses its gate: the page says why the
+    campaign paused; resumed, the wave reads "overridden by ...", not "met". Then the error
+    threshold pauses another campaign: a plain resume is refused, the explicit reset works."""
+    console.allow("status of 409")  # the browser logs the refused plain resume
+    record = site.publish("3.1.0", 31, seed=31)
+
+    async def create(**kw: Any) -> str:
+        spec = CampaignSpec.from_json(
+            {"name": "gate", "package_id": record.id, "target": {"endpoints": [BAD]}, **kw}
+        )
+        cid = await site.service.create_campaign(spec)
+        await site.service.start_campaign(cid)
+        return str(cid)
+
+    cid = site.call(create(canary=1))
+    sign_in(page, site, f"#/campaigns/{cid}")
+    state = page.locator("#campaign-state")
+    expect(state).to_have_text("paused", timeout=CAMPAIGN_WAIT_MS)
+    expect(page.locator("#paused-reason")).to_have_text(
+        "Paused: success gate lost: wave 0: 0 of 1 succeeded, gate needs 1"
+    )
+    page.locator("#action-resume").click()
+    expect(state).to_have_text("completed", timeout=CAMPAIGN_WAIT_MS)
+    expect(page.locator("#paused-reason")).to_be_hidden()
+    verdict = page.locator("#waves [data-gate]").first
+    expect(verdict).to_have_attribute("data-gate", "overridden")
+    expect(verdict).to_have_text("overridden by operator 'admin': 0 of 1 succeeded, gate needs 1")
+
+    cid = site.call(create(error_threshold={"count": 1, "min_sample": 1}))
+    sign_in(page, site, f"#/campaigns/{cid}")
+    expect(state).to_have_text("paused", timeout=CAMPAIGN_WAIT_MS)
+    expect(page.locator("#paused-reason")).to_contain_text(
+        "error threshold crossed: 1 failed of 1 finished"
+    )
+    page.locator("#action-resume").click()
+    expect(page.locator("#main .problem")).to_contain_text("still crossed")
+    expect(state).to_have_text("paused")
+    page.get_by_role("button", name="Resume and reset error count").click()
+    expect(state).not_to_have_text("paused", timeout=CAMPAIGN_WAIT_MS)
 
 
 def test_device_table_pages_with_cursors(page: Any, site: LiveSite) -> None:

@@ -79,7 +79,9 @@ def test_missing_payload_is_a_build_error(tmp_path: Path) -> None:
         _build(tmp_path / "missing.bin", tmp_path / "out.suit")
 
 
-@pytest.mark.parametrize("version", ["", "x" * 65, "bad\nversion"])
+@pytest.mark.parametrize(
+    "version", ["", "x" * 65, "bad\nversion", "1.0 beta", " 1.0.0", "1.0.0\t", "2.0\u00a0rc"]
+)
 def test_invalid_version_strings_are_refused(tmp_path: Path, version: str) -> None:
     src = tmp_path / "fw.bin"
     src.write_bytes(b"img")

@@ -114,6 +114,27 @@ def test_build_default_output_name_and_no_key_material_in_output(workdir: Path) 
         assert line not in out and line not in err
 
 
+@pytest.mark.parametrize(
+    ("version", "message"),
+    [
+        ("1.0 beta", "must not contain whitespace"),
+        ("v" * 65, "must be at most 64 characters"),
+        ("", "must be a non-empty string"),
+    ],
+)
+def test_build_refuses_a_version_against_the_rule_with_exit_2(
+    workdir: Path, version: str, message: str
+) -> None:
+    key = make_key(workdir)
+    code, _, err = invoke(
+        "package", "build", str(workdir / "fw.bin"), "--version", version, "--vendor", "e.com",
+        "--class", "c", "--sequence", "1", "--key", str(key),
+    )  # fmt: skip
+    assert code == 2, err
+    assert f"--version {message}" in err
+    assert not list(workdir.glob("*.suit"))
+
+
 def test_build_with_a_missing_payload_or_bad_key_fails_cleanly(workdir: Path) -> None:
     key = make_key(workdir)
     code, _, err = invoke(

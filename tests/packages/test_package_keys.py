@@ -13,6 +13,7 @@ from package_helpers import build, new_key
 
 from fotakit.packages import (
     KeyFileError,
+    TrustDirectory,
     TrustStore,
     generate_key,
     key_id,
@@ -118,6 +119,24 @@ def test_trust_store_from_directory_loads_public_keys_and_skips_private_ones(
 def test_trust_store_from_an_empty_directory_is_an_error(tmp_path: Path) -> None:
     with pytest.raises(KeyFileError, match="no PEM public keys"):
         TrustStore.from_directory(tmp_path)
+
+
+def test_trust_directory_rereads_keys_added_or_removed_after_it_was_opened(
+    tmp_path: Path,
+) -> None:
+    store = TrustDirectory(tmp_path)  # empty is allowed: nothing trusted yet
+    assert len(store) == 0
+    a, b = new_key("ed25519"), new_key("p256")
+    package = build(b"fw", a)
+    write_key_pair(a, tmp_path, "a")  # the private half lands there too: skipped
+    verify_bytes(package, store)  # no reopening: the lookup saw the new file
+    assert set(store) == {key_id(a)}
+    (tmp_path / "broken.pem").write_text("-----BEGIN PUBLIC KEY-----\nnot base64\n")
+    write_key_pair(b, tmp_path, "b")
+    assert set(store) == {key_id(a), key_id(b)}
+    assert set(store.skipped) == {"broken.pem"}
+    (tmp_path / "a.pub.pem").unlink()
+    assert key_id(a) not in store
 
 
 def test_trust_store_from_path_accepts_a_single_pem(tmp_path: Path) -> None:

@@ -50,6 +50,32 @@ def test_upload_then_list_shows_the_package_and_its_uris(
     assert "http://fw.example:80/fw/" in listed.output
 
 
+def test_upload_with_the_build_names_lists_the_class_by_name(
+    tmp_path: Path, signing_key: PrivateKey, build: BuildFn
+) -> None:
+    keys = _keys(tmp_path, signing_key)
+    package = tmp_path / "fw.suit"
+    package.write_bytes(build(payload_of(1000), version="9.9.8"))
+    data = tmp_path / "data"
+    upload = ["package", "upload", str(package), "--trust", str(keys), "--data-dir", str(data)]
+
+    wrong = runner.invoke(app, [*upload, "--vendor", "example.com", "--class", "board-x"])
+    assert wrong.exit_code == 1, wrong.output
+    assert "upload rejected: names: class 'board-x' of vendor 'example.com'" in wrong.output
+    half = runner.invoke(app, [*upload, "--class", "sensor-v2"])
+    assert half.exit_code == 2 and "--vendor and --class together" in half.output
+    assert files_under(data / "repository") == []
+
+    up = runner.invoke(app, [*upload, "--vendor", "example.com", "--class", "sensor-v2"])
+    assert up.exit_code == 0, up.output
+    assert "class sensor-v2 (example.com)" in up.output
+    listed = runner.invoke(
+        app, ["package", "list", "--data-dir", str(data)], env={"COLUMNS": "300"}
+    )
+    assert listed.exit_code == 0, listed.output
+    assert "example.com / sensor-v2" in listed.output
+
+
 def test_a_tampered_upload_exits_1_with_the_error_and_update_result(
     tmp_path: Path, signing_key: PrivateKey, build: BuildFn
 ) -> None:

@@ -14,8 +14,10 @@ from fotakit.updates.campaign import (
     Campaign,
     CampaignState,
     ErrorThreshold,
+    ErrorThresholdCrossed,
     GateAction,
     InvalidCampaignTransition,
+    NoMatchingDevices,
     Trigger,
     WaveSpec,
 )
@@ -158,7 +160,21 @@ def test_error_threshold_percent_waits_for_min_sample(action: GateAction) -> Non
     assert (len(d.cancels) == 20) is (action is GateAction.ABORT)
 
 
-def test_error_threshold_counts_afresh_after_resume() -> None:
+def test_error_threshold_keeps_counting_across_an_operator_pause_and_resume() -> None:
+    c = Campaign(
+        "c1", spec(error_threshold=ErrorThreshold(count=2, min_sample=2), max_concurrent=4)
+    )
+    eps = started(c.start(T0, fleet(12)))
+    c.on_job_state(eps[0], "failed", FailureReason.UPDATE_FAILED, T0 + 1)
+    c.pause(T0 + 2)
+    c.resume(T0 + 3)
+    assert c.error_count == (1, 1)  # the resume did not forget the first failure
+    d = c.on_job_state(eps[1], "failed", FailureReason.UPDATE_FAILED, T0 + 4)
+    assert d.change is not None and d.change.trigger is Trigger.ERROR_THRESHOLD_PAUSE
+    assert d.change.detail == "2 failed of 2 finished"
+
+
+def test_resume_while_the_threshold_is_crossed_needs_an_explicit_reset() -> None:
     c = Campaign(
         "c1", spec(error_threshold=ErrorThreshold(count=2, min_sample=2), max_concurrent=4)
     )
@@ -166,10 +182,15 @@ def test_error_threshold_counts_afresh_after_resume() -> None:
     c.on_job_state(eps[0], "failed", FailureReason.UPDATE_FAILED, T0 + 1)
     c.on_job_state(eps[1], "failed", FailureReason.UPDATE_FAILED, T0 + 2)
     assert c.state is CampaignState.PAUSED
-    d = c.resume(T0 + 3)
+    with pytest.raises(ErrorThresholdCrossed, match="2 failed of 2 finished"):
+        c.resume(T0 + 3)
+    assert c.state is CampaignState.PAUSED and c.error_count == (2, 2)  # nothing changed
+    d = c.resume(T0 + 3, reset_errors=True)
     assert c.state is CampaignState.RUNNING and len(d.starts) == 2  # 2 slots free
+    assert d.change is not None
+    assert d.change.detail == "operator; error count reset (was 2 failed of 2 finished)"
     c.on_job_state(eps[2], "failed", FailureReason.UPDATE_FAILED, T0 + 4)
-    assert c.state is CampaignState.RUNNING  # 1 failure since resume
+    assert c.state is CampaignState.RUNNING  # 1 failure since the reset
     c.on_job_state(eps[3], "failed", FailureReason.UPDATE_FAILED, T0 + 5)
     assert c.state is CampaignState.PAUSED
 
@@ -267,15 +288,22 @@ def test_snapshot_mode_cap_limits_members() -> None:
     assert len(c.members) == 7 and c.counters.total == 7
 
 
-def test_empty_population_completes_at_once() -> None:
+def test_a_snapshot_campaign_matching_no_device_is_refused_at_start() -> None:
     c = Campaign("c1", spec(canary=2, waves=(WaveSpec(percent=10), WaveSpec())))
-    d = c.start(T0, [])
-    for _ in range(5):
-        if c.state is CampaignState.COMPLETED:
-            break
-        assert d.wake_at == T0
-        d = c.tick(T0)
-    assert c.state is CampaignState.COMPLETED
+    for population in ([], fleet(3, version="0.9.0")):  # none known; none on 1.0.0
+        with pytest.raises(NoMatchingDevices, match="no device matches"):
+            c.start(T0, population)
+        assert c.state is CampaignState.DRAFT and c.members == []
+    c.start(T0, fleet(3))  # nothing was changed: a later start with devices works
+    assert c.state is CampaignState.RUNNING and len(c.members) == 3
+
+
+def test_a_continuous_campaign_may_start_empty() -> None:
+    c = Campaign("c1", spec(mode=SelectionMode.CONTINUOUS))
+    c.start(T0, [])
+    assert c.state is CampaignState.RUNNING
+    assert c.offer(view("late"), T0 + 1)
+    assert started(c.tick(T0 + 1)) == ["late"]
 
 
 def test_target_selects_by_exact_version_and_tags() -> None:

@@ -21,6 +21,7 @@ from fotakit.updates.campaign import (
     CampaignState,
     Decision,
     ErrorThreshold,
+    ErrorThresholdCrossed,
     GateAction,
     InvalidCampaignTransition,
     WaveSpec,
@@ -51,16 +52,21 @@ action = st.one_of(
     _finish,
     _finish,
     st.tuples(st.just("offer"), st.integers(0, 10_000)),
-    st.tuples(st.just("op"), st.sampled_from(["pause"] * 3 + ["resume"] * 12 + ["cancel"])),
+    st.tuples(
+        st.just("op"),
+        st.sampled_from(["pause"] * 3 + ["resume"] * 8 + ["resume_reset"] * 4 + ["cancel"]),
+    ),
 )
 
 
 @st.composite
 def campaigns(draw: st.DrawFn) -> tuple[Campaign, int]:
-    n = draw(st.integers(0, 40))
+    mode = draw(st.sampled_from([SelectionMode.SNAPSHOT, SelectionMode.CONTINUOUS]))
+    # a snapshot campaign matching no device is refused at start (NoMatchingDevices)
+    n = draw(st.integers(0 if mode is SelectionMode.CONTINUOUS else 1, 40))
     rate = draw(st.none() | st.sampled_from([1.0, 6.0, 30.0, 120.0]))
     s = spec(
-        mode=draw(st.sampled_from([SelectionMode.SNAPSHOT, SelectionMode.CONTINUOUS])),
+        mode=mode,
         cap=draw(st.none() | st.integers(1, 50)),
         canary=draw(st.integers(0, 4)),
         canary_soak_s=draw(st.sampled_from([0.0, 30.0])),
@@ -127,10 +133,10 @@ def apply(run: Run, act: tuple[object, ...]) -> Decision | None:
     try:
         if act[1] == "pause":
             return c.pause(run.now)
-        if act[1] == "resume":
-            return c.resume(run.now)
+        if act[1] in ("resume", "resume_reset"):
+            return c.resume(run.now, reset_errors=act[1] == "resume_reset")
         return c.cancel(run.now)
-    except InvalidCampaignTransition:
+    except (InvalidCampaignTransition, ErrorThresholdCrossed):
         return None
 
 

@@ -15,10 +15,12 @@ import asyncio
 from pathlib import Path
 from typing import Annotated, Any, Final
 
+import fastapi_offline
 from fastapi import APIRouter, Depends, FastAPI, Response
 from fastapi import Path as PathParam
+from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.openapi.utils import get_openapi
-from fastapi.responses import FileResponse
+from fastapi.responses import FileResponse, HTMLResponse
 from fastapi.routing import APIRoute
 from starlette.staticfiles import StaticFiles
 
@@ -35,6 +37,9 @@ from fotakit.api.problems import (
 )
 
 DEFAULT_DASHBOARD: Final = Path(__file__).resolve().parent.parent / "dashboard" / "static"
+SWAGGER_DIR: Final = Path(fastapi_offline.__file__).resolve().parent / "static"
+"""swagger-ui-dist's files as ``fastapi-offline`` ships them (pinned in pyproject.toml)."""
+SWAGGER_ASSETS: Final = "/api/docs/assets"
 
 Ctx = Annotated[ApiContext, Depends(get_ctx)]
 core = APIRouter(prefix=API_PREFIX, tags=["server"])
@@ -110,6 +115,23 @@ def _dashboard(app: FastAPI, directory: Path) -> None:
         return FileResponse(page, media_type="text/html")
 
 
+def _swagger_ui(app: FastAPI) -> None:
+    """Swagger UI at ``/api/docs`` with its script, style sheet and icon served by this app
+    (from the pinned ``fastapi-offline`` package, which ships swagger-ui-dist 5): FastAPI's
+    default page loads them from a CDN, and shows nothing on a server without internet."""
+    app.mount(SWAGGER_ASSETS, StaticFiles(directory=SWAGGER_DIR, check_dir=False), name="swagger")
+
+    @app.get("/api/docs", include_in_schema=False)
+    async def swagger_ui() -> HTMLResponse:
+        return get_swagger_ui_html(
+            openapi_url=f"{API_PREFIX}/openapi.json",
+            title=f"{app.title} REST API",
+            swagger_js_url=f"{SWAGGER_ASSETS}/swagger-ui-bundle.js",
+            swagger_css_url=f"{SWAGGER_ASSETS}/swagger-ui.css",
+            swagger_favicon_url=f"{SWAGGER_ASSETS}/favicon.png",
+        )
+
+
 def create_app(ctx: ApiContext) -> FastAPI:
     """The API (and ``/fw`` delivery, and the dashboard) over ``ctx``."""
     app = FastAPI(
@@ -118,7 +140,7 @@ def create_app(ctx: ApiContext) -> FastAPI:
         description="REST API of the fotakit LwM2M firmware-over-the-air server. "
         "See docs/rest-api.md.",
         openapi_url=f"{API_PREFIX}/openapi.json",
-        docs_url="/api/docs",
+        docs_url=None,  # served by _swagger_ui, from local files
         redoc_url=None,
     )
     app.state.ctx = ctx
@@ -142,6 +164,7 @@ def create_app(ctx: ApiContext) -> FastAPI:
         for route in create_http_app(ctx.repository).routes:
             app.router.routes.append(route)
     _dashboard(app, ctx.dashboard_dir or DEFAULT_DASHBOARD)
+    _swagger_ui(app)
     app.add_middleware(LimitsMiddleware)
 
     def openapi() -> dict[str, Any]:

@@ -20,15 +20,15 @@ from typing import Annotated, Any, Final
 from fastapi import APIRouter, Depends, Path, Query
 
 from fotakit.api import models
-from fotakit.api.auth import Role, require
+from fotakit.api.auth import Principal, Role, require
 from fotakit.api.common import API_PREFIX, DEFAULT_LIMIT, Cursor, Limit, iso, page_by_key
 from fotakit.api.context import ApiContext, get_ctx
 from fotakit.api.devices import AfterId, after_id_of, event_page
 from fotakit.api.jobs import job_json
 from fotakit.api.problems import ApiProblem, not_found
 from fotakit.repository.errors import UnknownPackage
-from fotakit.updates.campaign import CampaignSpecError
-from fotakit.updates.engine_campaigns import CampaignError
+from fotakit.updates.campaign import CampaignSpecError, WaveProgress
+from fotakit.updates.engine_campaigns import CampaignError, NoDeviceMatches
 from fotakit.updates.job import FAILED_STATES
 from fotakit.updates.records import TERMINAL_STATES, CampaignRecord
 from fotakit.updates.service import UpdateService
@@ -39,9 +39,53 @@ Ctx = Annotated[ApiContext, Depends(get_ctx)]
 CampaignId = Annotated[str, Path(min_length=1, max_length=64)]
 VIEWER = Depends(require(Role.VIEWER))
 OPERATOR = Depends(require(Role.OPERATOR))
+Operator = Annotated[Principal, OPERATOR]
+
+
+def _who(principal: Principal) -> str:
+    """The operator as the event log and the pause reason name them."""
+    return f"operator {principal.name!r}"
+
 
 TIMELINE_EVENTS: Final = 50_000
 FINISHED_CAMPAIGN: Final = frozenset({"completed", "aborted", "cancelled"})
+
+
+_PAUSED_BY: Final = {
+    "pause": "paused by {detail}",
+    "gate_failed_pause": "success gate lost: {detail}",
+    "error_threshold_pause": "error threshold crossed: {detail}",
+}
+
+
+def paused_reason(rec: CampaignRecord) -> str | None:
+    """Why a paused campaign is paused, from its snapshot (the change that paused it)."""
+    paused = rec.snapshot.get("paused") if rec.state == "paused" else None
+    if not isinstance(paused, dict):
+        return None
+    trigger, detail = str(paused.get("trigger")), str(paused.get("detail") or "")
+    return _PAUSED_BY.get(trigger, "{trigger}: {detail}").format(trigger=trigger, detail=detail)
+
+
+def _error_count(rec: CampaignRecord) -> dict[str, int] | None:
+    failed, finished = rec.snapshot.get("failures"), rec.snapshot.get("sample")
+    if not isinstance(failed, int) or not isinstance(finished, int):
+        return None  # a draft
+    return {"failed": failed, "finished": finished}
+
+
+def wave_json(index: int, wave: WaveProgress, started_at: float | None) -> dict[str, Any]:
+    """One wave; ``gate`` says met, overridden (by whom, why) or pending apart."""
+    out = {"index": index, **wave.to_json(), "started_at": iso(started_at)}
+    override = wave.override
+    out["override"] = None if override is None else {**override, "at": iso(float(override["at"]))}
+    if wave.overridden:
+        out["gate"] = "overridden"
+        if override is None:  # overridden before the override was recorded
+            out["override"] = {"by": "operator", "at": iso(wave.gate_met_at), "why": "unknown"}
+    else:
+        out["gate"] = "met" if wave.gate_met else "pending"
+    return out
 
 
 async def campaign_json(service: UpdateService, rec: CampaignRecord) -> dict[str, Any]:
@@ -57,6 +101,8 @@ async def campaign_json(service: UpdateService, rec: CampaignRecord) -> dict[str
         "updated_at": iso(rec.updated_at),
         "spec": dict(rec.spec),
         "progress": progress.to_json(),
+        "paused_reason": paused_reason(rec),
+        "error_count": _error_count(rec),
     }
 
 
@@ -88,7 +134,9 @@ async def create_campaign(ctx: Ctx, body: models.CampaignCreate) -> dict[str, An
     spec = body.model_dump(exclude={"start"})
     spec.update(body.model_extra or {})
     try:
-        cid = await service.create_campaign(spec)
+        cid = await service.create_campaign(spec, require_match=body.start)
+    except NoDeviceMatches as exc:
+        raise ApiProblem(422, f"target: {exc}", kind="validation") from None
     except UnknownPackage:
         raise ApiProblem(
             422, f"package_id: no package {body.package_id!r}", kind="validation"
@@ -102,6 +150,10 @@ async def create_campaign(ctx: Ctx, body: models.CampaignCreate) -> dict[str, An
     if body.start:
         try:
             await service.start_campaign(cid)
+        except NoDeviceMatches as exc:  # the devices went away since the check: a draft stays
+            raise ApiProblem(
+                422, f"target: campaign {cid} was created but not started: {exc}", kind="validation"
+            ) from None
         except CampaignError as exc:
             raise ApiProblem(
                 409, f"campaign {cid} was created but not started: {exc}", kind="conflict"
@@ -120,7 +172,7 @@ async def get_campaign(ctx: Ctx, campaign_id: CampaignId) -> dict[str, Any]:
     waves = []
     if state is not None:
         for i, wave in enumerate(state.waves):
-            waves.append({"index": i, **wave.to_json(), "started_at": iso(started.get(i))})
+            waves.append(wave_json(i, wave, started.get(i)))
     out["waves"] = waves
     return out
 
@@ -253,12 +305,12 @@ async def _act(ctx: ApiContext, campaign_id: str, action: str) -> dict[str, Any]
     await _record(service, campaign_id)
     call = {
         "start": service.start_campaign,
-        "pause": service.pause,
-        "resume": service.resume,
         "cancel": service.cancel,
     }[action]
     try:
         await call(campaign_id)
+    except NoDeviceMatches as exc:
+        raise ApiProblem(422, f"target: {exc}", kind="validation") from None
     except CampaignError as exc:
         raise ApiProblem(409, str(exc), kind="conflict") from None
     return await campaign_json(service, await _record(service, campaign_id))
@@ -275,17 +327,38 @@ async def start(ctx: Ctx, campaign_id: CampaignId) -> dict[str, Any]:
 @router.post(
     "/campaigns/{campaign_id}/pause", response_model=models.Campaign, dependencies=[OPERATOR]
 )
-async def pause(ctx: Ctx, campaign_id: CampaignId) -> dict[str, Any]:
+async def pause(ctx: Ctx, campaign_id: CampaignId, principal: Operator) -> dict[str, Any]:
     """Pause a running campaign (no new starts; running jobs continue)."""
-    return await _act(ctx, campaign_id, "pause")
+    service = ctx.need_service()
+    await _record(service, campaign_id)
+    try:
+        await service.pause(campaign_id, by=_who(principal))
+    except CampaignError as exc:
+        raise ApiProblem(409, str(exc), kind="conflict") from None
+    return await campaign_json(service, await _record(service, campaign_id))
 
 
 @router.post(
     "/campaigns/{campaign_id}/resume", response_model=models.Campaign, dependencies=[OPERATOR]
 )
-async def resume(ctx: Ctx, campaign_id: CampaignId) -> dict[str, Any]:
-    """Resume a paused campaign."""
-    return await _act(ctx, campaign_id, "resume")
+async def resume(
+    ctx: Ctx,
+    campaign_id: CampaignId,
+    principal: Operator,
+    reset_errors: Annotated[
+        bool,
+        Query(description="Restart the error threshold's count (recorded in the event log)."),
+    ] = False,
+) -> dict[str, Any]:
+    """Resume a paused campaign (409 while its error threshold is still crossed, unless
+    ``reset_errors`` restarts the count; the event log records the reset)."""
+    service = ctx.need_service()
+    await _record(service, campaign_id)
+    try:
+        await service.resume(campaign_id, reset_errors=reset_errors, by=_who(principal))
+    except CampaignError as exc:
+        raise ApiProblem(409, str(exc), kind="conflict") from None
+    return await campaign_json(service, await _record(service, campaign_id))
 
 
 @router.post(

@@ -190,7 +190,13 @@ class Firmware(BaseModel):
 class Package(_Open):
     id: str
     vendor: str
-    class_: str = Field(alias="class")
+    class_: str = Field(alias="class", description="The SUIT class ID (a UUID).")
+    vendor_name: str | None = Field(
+        None, description="The vendor domain behind `vendor`, when an upload named it."
+    )
+    class_name: str | None = Field(
+        None, description="The class name behind `class`, when an upload named it."
+    )
     version: str
     sequence: int
     size: int
@@ -224,6 +230,13 @@ class Progress(_Open):
     )
 
 
+class ErrorCount(BaseModel):
+    """What the error threshold counts: since the start, or the last explicit reset."""
+
+    failed: int
+    finished: int
+
+
 class Campaign(_Open):
     id: str
     name: str
@@ -235,11 +248,23 @@ class Campaign(_Open):
     updated_at: str
     spec: dict[str, Any]
     progress: Progress
+    paused_reason: str | None = Field(
+        None,
+        description="While paused: why (paused by whom, the success gate lost, the error "
+        "threshold crossed, with the figures).",
+    )
+    error_count: ErrorCount | None = None
 
 
 class CampaignPage(BaseModel):
     items: list[Campaign]
     next_cursor: str | None
+
+
+class GateOverride(BaseModel):
+    by: str = Field(description="Who resumed past the lost gate.")
+    at: str
+    why: str = Field(description="What the gate lacked, e.g. '1 of 3 succeeded, gate needs 3'.")
 
 
 class Wave(_Open):
@@ -249,6 +274,10 @@ class Wave(_Open):
     succeeded: int
     failed: int
     finished: int
+    gate: str = Field(
+        description="pending, met, or overridden (resumed past a lost gate: see override)."
+    )
+    override: GateOverride | None = None
 
 
 class CampaignDetail(Campaign):

@@ -17,11 +17,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import os
 import tempfile
+from collections.abc import Mapping
 from typing import Annotated, Any, Final
 
-from fastapi import APIRouter, Depends, Path, Request, Response
+from fastapi import APIRouter, Depends, Path, Query, Request, Response
 from fastapi.responses import JSONResponse
 
 from fotakit.api import models
@@ -30,7 +32,9 @@ from fotakit.api.campaigns import in_use_packages
 from fotakit.api.common import API_PREFIX, DEFAULT_LIMIT, Cursor, Limit, iso, page_by_key
 from fotakit.api.context import ApiContext, get_ctx
 from fotakit.api.problems import ApiProblem, not_found
+from fotakit.packages import TrustDirectory
 from fotakit.repository.errors import RepositoryError, UnknownPackage, UploadRejected
+from fotakit.repository.names import MAX_NAME, ClassName
 from fotakit.repository.records import PackageRecord, is_package_id
 
 router = APIRouter(prefix=API_PREFIX, tags=["packages"])
@@ -48,11 +52,16 @@ _UPLOAD_BODY: Final = {
 }
 
 
-def package_json(rec: PackageRecord, in_use: bool) -> dict[str, Any]:
+def package_json(
+    rec: PackageRecord, in_use: bool, names: Mapping[str, ClassName] | None = None
+) -> dict[str, Any]:
+    named = (names or {}).get(rec.class_id)
     return {
         "id": rec.id,
         "vendor": rec.vendor_id,
         "class": rec.class_id,
+        "vendor_name": None if named is None else named.vendor,
+        "class_name": None if named is None else named.name,
         "version": rec.version,
         "sequence": rec.sequence,
         "size": rec.size,
@@ -89,7 +98,8 @@ async def list_packages(
     records = await asyncio.to_thread(repository.list)
     page, nxt = page_by_key(records, lambda r: [iso(r.uploaded_at), r.id], limit, cursor)
     used = await _in_use(ctx)
-    return {"items": [package_json(r, r.id in used) for r in page], "next_cursor": nxt}
+    names = await asyncio.to_thread(repository.class_names)
+    return {"items": [package_json(r, r.id in used, names) for r in page], "next_cursor": nxt}
 
 
 async def _get(ctx: ApiContext, package_id: str) -> PackageRecord:
@@ -136,7 +146,8 @@ async def get_package(ctx: Ctx, package_id: PackageId) -> dict[str, Any]:
     except FileNotFoundError:
         raise not_found("package", package_id) from None
     used = await _in_use(ctx)
-    return {**package_json(rec, rec.id in used), "manifest": manifest}
+    names = await asyncio.to_thread(repository.class_names)
+    return {**package_json(rec, rec.id in used, names), "manifest": manifest}
 
 
 def _declared_length(request: Request) -> int | None:
@@ -189,13 +200,46 @@ async def _receive(request: Request, cap: int, directory: str) -> str:
     openapi_extra=_UPLOAD_BODY,
     dependencies=[Depends(require(Role.OPERATOR))],
 )
-async def upload_package(ctx: Ctx, request: Request) -> Any:
+async def upload_package(
+    ctx: Ctx,
+    request: Request,
+    vendor: Annotated[
+        str | None,
+        Query(
+            max_length=MAX_NAME,
+            description="The vendor domain the package was built for (`--vendor`); with "
+            "`class`, kept as the class's name if it hashes to the package's IDs, else 422.",
+        ),
+    ] = None,
+    class_name: Annotated[
+        str | None,
+        Query(
+            alias="class",
+            max_length=MAX_NAME,
+            description="The class name the package was built for (`--class`).",
+        ),
+    ] = None,
+) -> Any:
     """Upload a signed package (streamed to disk, verified, then stored)."""
     repository = ctx.need_repository()
+    if (vendor is None) != (class_name is None):
+        raise ApiProblem(
+            422,
+            "give both vendor and class (the names the package was built with), or neither",
+            kind="validation",
+        )
     if not ctx.uploads_enabled:
         raise ApiProblem(
             503,
             "no trust store configured: uploads are refused (start the server with --trust)",
+            kind="unavailable",
+        )
+    trust = repository.trust
+    if isinstance(trust, TrustDirectory) and not len(trust):  # len() re-reads the directory
+        raise ApiProblem(
+            503,
+            f"no trusted signer key in {trust.path}: copy the signer's public key (PEM) "
+            "there; it is read at the next upload",
             kind="unavailable",
         )
     cap = ctx.max_upload_bytes
@@ -208,7 +252,9 @@ async def upload_package(ctx: Ctx, request: Request) -> Any:
     try:
         before = {r.id for r in await asyncio.to_thread(repository.list)}
         try:
-            rec = await asyncio.to_thread(repository.add, path)
+            rec = await asyncio.to_thread(
+                functools.partial(repository.add, path, vendor_name=vendor, class_name=class_name)
+            )
         except UploadRejected as exc:
             raise ApiProblem(422, f"the package was rejected: {exc}", kind="upload") from None
         except RepositoryError as exc:
@@ -218,7 +264,8 @@ async def upload_package(ctx: Ctx, request: Request) -> Any:
             await asyncio.to_thread(os.unlink, path)
     existed = rec.id in before
     used = await _in_use(ctx)
-    body = models.Package.model_validate(package_json(rec, rec.id in used))
+    names = await asyncio.to_thread(repository.class_names)
+    body = models.Package.model_validate(package_json(rec, rec.id in used, names))
     return JSONResponse(body.model_dump(by_alias=True), status_code=200 if existed else 201)
 
 

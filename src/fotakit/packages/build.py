@@ -18,8 +18,16 @@ from typing import BinaryIO, Final
 
 from fotakit.packages.cose import PrivateKey
 from fotakit.packages.envelope import MAX_ENVELOPE_SIZE, build_envelope
+from fotakit.packages.errors import MalformedPackage
 from fotakit.packages.keys import key_id
-from fotakit.packages.manifest import Manifest, class_id, encode_manifest, vendor_id
+from fotakit.packages.manifest import (
+    InvalidVersion,
+    Manifest,
+    check_version,
+    class_id,
+    encode_manifest,
+    vendor_id,
+)
 
 CHUNK_SIZE: Final = 1024 * 1024
 Progress = Callable[[int], None]
@@ -41,7 +49,12 @@ def make_manifest(
     component: str | None = None,
     base_digest: bytes | None = None,
 ) -> Manifest:
-    """The manifest for a payload, with IDs derived as SUIT does and the signer's kid."""
+    """The manifest for a payload, with IDs derived as SUIT does and the signer's kid.
+    Raises :class:`MalformedPackage` for a version that breaks :func:`check_version`."""
+    try:
+        check_version(version)
+    except InvalidVersion as exc:
+        raise MalformedPackage(f"version {exc}") from None
     vid = vendor_id(vendor_domain)
     return Manifest(
         sequence=sequence,

@@ -15,6 +15,7 @@ import contextlib
 import hashlib
 import os
 import secrets
+import threading
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Final, Literal
@@ -214,3 +215,77 @@ class TrustStore:
         """A directory of public keys or a single public key PEM file."""
         p = Path(path)
         return cls.from_directory(p) if p.is_dir() else cls.from_pem_files([p])
+
+
+class TrustDirectory(TrustStore):
+    """The public keys (``*.pem``) of a directory, re-read whenever its listing changed.
+
+    A server's trust directory is filled by the operator while the server runs
+    (docs/operator-guide.md, "Your first campaign"): each lookup compares the directory's
+    listing (names, sizes, modification times) with the one last read, and re-reads every
+    key when it differs — a ``stat`` per file, no reading, when nothing changed. The
+    directory may be empty (nothing is trusted yet). A file that does not load (a private
+    key, a half-copied PEM) is skipped and named in :attr:`skipped`; an unchanged listing is
+    not retried.
+    """
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        super().__init__()
+        self.path = Path(path)
+        if not self.path.is_dir():
+            raise KeyFileError(f"{self.path}: not a directory")
+        self.skipped: dict[str, str] = {}
+        """File name -> why it was not loaded (at the last re-read)."""
+        self._seen: tuple[tuple[str, int, int], ...] | None = None
+        self._lock = threading.Lock()  # uploads verify in worker threads
+        self.refresh()
+
+    def _listing(self) -> tuple[tuple[str, int, int], ...]:
+        found: list[tuple[str, int, int]] = []
+        with contextlib.suppress(FileNotFoundError):
+            for entry in os.scandir(self.path):
+                if entry.name.endswith(".pem") and entry.is_file():
+                    with contextlib.suppress(FileNotFoundError):
+                        st = entry.stat()
+                        found.append((entry.name, st.st_size, st.st_mtime_ns))
+        return tuple(sorted(found))
+
+    def refresh(self) -> bool:
+        """Re-read the keys if the listing changed since the last read; whether it did."""
+        with self._lock:
+            return self._refresh_locked()
+
+    def _refresh_locked(self) -> bool:
+        listing = self._listing()
+        if listing == self._seen:
+            return False
+        keys: dict[bytes, PublicKey] = {}
+        skipped: dict[str, str] = {}
+        for name, _, _ in listing:
+            pem = self.path / name
+            try:
+                if _PUBLIC_PEM_MARKER not in _read_pem(pem):
+                    continue  # a private key next to its public half: not an anchor
+                public = load_public_key(pem)
+            except (KeyFileError, OSError, ValueError) as exc:
+                skipped[name] = str(exc)
+                continue
+            keys[key_id(public)] = public
+        self._keys, self.skipped, self._seen = keys, skipped, listing
+        return True
+
+    def get(self, kid: bytes) -> PublicKey | None:
+        self.refresh()
+        return super().get(kid)
+
+    def __contains__(self, kid: object) -> bool:
+        self.refresh()
+        return super().__contains__(kid)
+
+    def __len__(self) -> int:
+        self.refresh()
+        return super().__len__()
+
+    def __iter__(self) -> Iterator[bytes]:
+        self.refresh()
+        return iter(list(self._keys))

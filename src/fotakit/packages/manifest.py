@@ -65,6 +65,28 @@ MAX_PAYLOAD_SIZE: Final = 2**63 - 1
 MAX_TEXT: Final = 64
 
 
+class InvalidVersion(ValueError):
+    """A version string breaks the rule of :func:`check_version`."""
+
+
+def check_version(version: object) -> str:
+    """The package version rule (docs/package-format.md, "Version strings"): 1 to
+    :data:`MAX_TEXT` characters, printable, no whitespace. Semver is not required (``1.4.2``,
+    ``2.0.0-rc.1+build.7``, ``R2026.11`` all pass); an update succeeds when the device's
+    /3/0/3 equals it exactly, so a space or a line break could never match what a device
+    reports. Enforced when building and uploading; a device's reader stays liberal (1..64
+    printable, :func:`decode_manifest`)."""
+    if not isinstance(version, str) or not version:
+        raise InvalidVersion("must be a non-empty string")
+    if len(version) > MAX_TEXT:
+        raise InvalidVersion(f"must be at most {MAX_TEXT} characters, got {len(version)}")
+    if any(ch.isspace() for ch in version):
+        raise InvalidVersion(f"must not contain whitespace: {version!r}")
+    if not version.isprintable():
+        raise InvalidVersion(f"must be printable characters only: {version!r}")
+    return version
+
+
 def vendor_id(domain: str) -> uuid.UUID:
     """SUIT vendor ID: UUID5 in the DNS namespace of the vendor's domain name."""
     return uuid.uuid5(uuid.NAMESPACE_DNS, domain)

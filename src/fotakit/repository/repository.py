@@ -35,6 +35,8 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from fotakit.packages import PackageError, verify_package
+from fotakit.packages.manifest import InvalidVersion, check_version
+from fotakit.repository import names
 from fotakit.repository.errors import (
     RepositoryClosed,
     RepositoryError,
@@ -74,12 +76,14 @@ class Repository:
         self._blobs = BlobStore(self.root)
         self._blobs.sweep_stale_temps()
         self._engine: Engine = make_engine(parse_url(db))
+        self._write_engine = self._engine.execution_options(**{WRITE_OPTION: True})
         try:
             ensure_schema(self._engine)
+            with self._write_engine.begin() as conn:
+                names.create_table(conn)
         except BaseException:
             self._engine.dispose()
             raise
-        self._write_engine = self._engine.execution_options(**{WRITE_OPTION: True})
         self._trust = trust
         self._max_size = max_package_size
         self._cache: dict[str, PackageRecord] = {}
@@ -90,6 +94,11 @@ class Repository:
         self._pending_lock = threading.Lock()
         self._flush_lock = threading.Lock()
         self._closed = False
+
+    @property
+    def trust(self) -> TrustStore | None:
+        """The trust store uploads are verified against (None: read-only)."""
+        return self._trust
 
     def close(self) -> None:
         """Write pending counters and release the database. Idempotent."""
@@ -109,12 +118,23 @@ class Repository:
 
     # -- uploads --------------------------------------------------------------------------
 
-    def add(self, source: str | os.PathLike[str] | BinaryIO | bytes) -> PackageRecord:
+    def add(
+        self,
+        source: str | os.PathLike[str] | BinaryIO | bytes,
+        *,
+        vendor_name: str | None = None,
+        class_name: str | None = None,
+    ) -> PackageRecord:
         """Verify and store a signed package; return its record (the stored one if known).
 
         Raises :class:`UploadRejected` (with the verifier's error as ``cause``) for a
-        package that does not verify against the trust store.
+        package that does not verify against the trust store. ``vendor_name`` and
+        ``class_name`` (both or neither): the vendor domain and class name the package was
+        built for; kept (:meth:`class_names`) when they hash to its IDs, else the upload is
+        rejected (:mod:`fotakit.repository.names`).
         """
+        if (vendor_name is None) != (class_name is None):
+            raise UploadRejected("give both the vendor and the class name, or neither")
         self._check_open()
         if self._trust is None:
             raise UploadRejected("this repository has no trust store: uploads are refused")
@@ -124,18 +144,33 @@ class Repository:
             except TooLarge as exc:
                 raise UploadRejected(str(exc)) from None
         try:
-            return self._verify_and_publish(blob)
+            return self._verify_and_publish(blob, vendor_name, class_name)
         finally:
             # Gone already if it was published; otherwise this removes the temporary file.
             self._blobs.discard(blob.path)
 
-    def _verify_and_publish(self, blob: TempBlob) -> PackageRecord:
+    def _verify_and_publish(
+        self, blob: TempBlob, vendor_name: str | None, class_name: str | None
+    ) -> PackageRecord:
         assert self._trust is not None
         try:
             verified = verify_package(blob.path, self._trust)
         except PackageError as exc:
             raise UploadRejected(f"{exc.code}: {exc}", exc) from exc
         record = _record_for(blob, verified)
+        try:
+            check_version(record.version)
+        except InvalidVersion as exc:
+            raise UploadRejected(f"version {exc} (see docs/package-format.md)") from None
+        if vendor_name is not None and class_name is not None:
+            try:
+                named = names.check_names(
+                    vendor_name, class_name, record.vendor_id, record.class_id
+                )
+            except names.NameMismatch as exc:
+                raise UploadRejected(f"names: {exc}") from None
+            with self._write() as conn:
+                names.remember(conn, record.vendor_id, record.class_id, named)
         with self._blobs.locked():
             existing = self._select(record.id)
             if existing is not None:
@@ -178,6 +213,12 @@ class Repository:
         with self._flush_lock, self._read() as session:
             rows = session.scalars(select(PackageRow).order_by(PackageRow.uploaded_at))
             return [self._with_pending(row.to_record()) for row in rows]
+
+    def class_names(self) -> dict[str, names.ClassName]:
+        """Class ID -> the vendor domain and class name given at an upload (checked)."""
+        self._check_open()
+        with self._engine.connect() as conn:
+            return names.all_names(conn)
 
     def cached(self, package_id: str) -> PackageRecord | None:
         """For delivery on the event loop: the record if it is in memory (no I/O)."""

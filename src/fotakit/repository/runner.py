@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import ipaddress
 import logging
 import os
 import signal
@@ -25,6 +26,15 @@ from fotakit.server import LwM2MServer, ServerConfig, run_server
 from fotakit.updates.ratelimit import BucketConfig
 
 log = logging.getLogger("fotakit.server")
+
+
+def is_wildcard(host: str) -> bool:
+    """Whether ``host`` is an unspecified address (``0.0.0.0``, ``::``): binding it listens
+    on every interface, but it is no address a device can send to."""
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_unspecified
+    except ValueError:
+        return host == ""
 
 
 async def run_server_with_repository(
@@ -46,7 +56,8 @@ async def run_server_with_repository(
 
     With ``api`` (the default) the HTTP port serves the REST API and the dashboard
     (:func:`fotakit.api.create_app`, ``/fw`` included); on the first start with no admin
-    token, one is created and printed once on stdout. ``trust`` (a PEM file or directory of
+    token, one is created and printed once on stdout — after every port is bound, so a
+    start that fails prints (and stores) none. ``trust`` (a PEM file or directory of
     trusted signer keys, or a :class:`TrustStore`) lets REST uploads verify packages;
     without it they answer 503. With ``updates`` off, the campaign and job routes answer
     503.
@@ -66,7 +77,7 @@ async def run_server_with_repository(
             api_ctx = await _api_context(config, repository, node_id)
             http = await serve_api(create_app(api_ctx), http_host or config.host, http_port)
             host = http_host or config.host
-            shown = "127.0.0.1" if host in ("0.0.0.0", "::") else host
+            shown = "127.0.0.1" if is_wildcard(host) else host
             log.info("dashboard and REST API: http://%s:%d/", shown, http.port)
         elif http_port is not None:
             app = create_http_app(repository)
@@ -109,16 +120,21 @@ async def run_server_with_repository(
 async def _api_context(
     config: ServerConfig, repository: Repository, node_id: str | None
 ) -> ApiContext:
-    """The REST API's context; creates and prints the first admin token."""
+    """The REST API's context (the first admin token comes later: :func:`_announce_admin`)."""
     tokens = await asyncio.to_thread(TokenStore.open, config.db_url)
-    try:
-        admin = await asyncio.to_thread(tokens.ensure_admin)
-    except BaseException:
-        await asyncio.to_thread(tokens.close)
-        raise
+    return ApiContext(repository=repository, tokens=tokens, node_id=node_id)
+
+
+def _announce_admin(api_ctx: ApiContext | None) -> None:
+    """Create and print the first admin token, once every port is bound.
+
+    Only now: a start that fails (a port taken, a database refused) must neither print a
+    token nor store one, or the next start would find an admin token nobody ever saw."""
+    if api_ctx is None or api_ctx.tokens is None:
+        return
+    admin = api_ctx.tokens.ensure_admin()  # one small write, on a start that succeeded
     if admin is not None:
         print(f"admin token (store it now, it is not shown again): {admin}", flush=True)
-    return ApiContext(repository=repository, tokens=tokens, node_id=node_id)
 
 
 def _with_api(
@@ -129,6 +145,7 @@ def _with_api(
 
     def on_started(server: LwM2MServer) -> None:
         api_ctx.server = server
+        _announce_admin(api_ctx)
         if started is not None:
             started(server)
 
@@ -161,7 +178,7 @@ async def _run_with_updates(
     service: UpdateService | None = None
     try:
         await server.start()
-        host = public_host or ("127.0.0.1" if config.host in ("0.0.0.0", "::") else config.host)
+        host = public_host or ("127.0.0.1" if is_wildcard(config.host) else config.host)
         host = f"[{host}]" if ":" in host else host
         base = BaseUris(
             coap=f"coap://{host}:{server.port}",
@@ -178,6 +195,7 @@ async def _run_with_updates(
         await service.start()
         if api_ctx is not None:
             api_ctx.server, api_ctx.service = server, service
+            await asyncio.to_thread(_announce_admin, api_ctx)
         if on_started is not None:
             on_started(server)
         await stop_event.wait()

@@ -32,9 +32,11 @@ of a wave has finished and its gate can no longer be met, the campaign pauses or
 (``gate_action``): a failing canary stops the campaign at the canary.
 
 The *error threshold* counts FAILED and TIMED_OUT jobs (a CANCELLED job is no verdict on
-the package) among the finished ones since the last start or resume; it fires only once
-``min_sample`` jobs have finished, and pauses or aborts. Abort and cancel both cancel the
-running jobs; pause only stops new starts.
+the package) among the finished ones since the start; it fires only once ``min_sample``
+jobs have finished, and pauses or aborts. A resume keeps counting: resuming while the
+threshold is still crossed is refused (:class:`ErrorThresholdCrossed`) unless the operator
+resets the count explicitly (``reset_errors``, recorded in the state change's detail).
+Abort and cancel both cancel the running jobs; pause only stops new starts.
 
 Starting is limited by wave size, the campaign's token bucket and any shared ones
 (:mod:`fotakit.updates.ratelimit`; devices started per minute, burst), the cap on
@@ -181,6 +183,32 @@ class InvalidCampaignTransition(ValueError):
         super().__init__(f"campaign is {state.value}: {trigger.value} is not allowed")
         self.state = state
         self.trigger = trigger
+
+
+class NoMatchingDevices(ValueError):
+    """A snapshot campaign's target matches no device: starting it would "complete" at once
+    having updated nothing, which hides a typo in the target. Nothing was changed. (A
+    continuous campaign may start empty: devices join as they register.)"""
+
+    def __init__(self, population: int) -> None:
+        super().__init__(
+            f"no device matches the campaign's target (of {population} known device(s)); "
+            'check the target, or use mode "continuous" to admit devices that match later'
+        )
+        self.population = population
+
+
+class ErrorThresholdCrossed(ValueError):
+    """A resume while the error threshold is still crossed: the campaign would pause again
+    at once. The operator resets the count explicitly (``reset_errors``). Nothing changed."""
+
+    def __init__(self, failures: int, sample: int) -> None:
+        super().__init__(
+            f"the error threshold is still crossed ({failures} failed of {sample} finished): "
+            "resume with reset_errors to count afresh from now"
+        )
+        self.failures = failures
+        self.sample = sample
 
 
 # -- the spec ------------------------------------------------------------------------------
@@ -599,6 +627,9 @@ class WaveProgress:
     finished: int = 0
     gate_met_at: float | None = None
     overridden: bool = False
+    override: dict[str, Any] | None = None
+    """When ``overridden``: ``{"by", "at", "why"}`` — who resumed past the lost gate, when,
+    and what the gate lacked (a wave whose gate was overridden is not a wave that met it)."""
 
     @property
     def required(self) -> int:
@@ -625,6 +656,7 @@ class WaveProgress:
             "finished": self.finished,
             "gate_met_at": self.gate_met_at,
             "overridden": self.overridden,
+            "override": None if self.override is None else dict(self.override),
         }
 
     @classmethod
@@ -680,7 +712,9 @@ class Campaign:
         self._queues: list[dict[str | None, dict[str, None]]] = []
         self._in_transfer = 0
         self._terminal = 0
-        self._sample = 0  # finished (succeeded/failed/timed out) since start or resume
+        self.paused: dict[str, Any] | None = None
+        """While PAUSED: ``{"trigger", "detail", "at"}`` of the change that paused it."""
+        self._sample = 0  # finished (succeeded/failed/timed out) since start or error reset
         self._failures = 0
         self._bucket = None if spec.bucket is None else TokenBucket(spec.bucket)
         self._jitter = Jitter(spec.jitter_s, spec.seed)
@@ -716,6 +750,11 @@ class Campaign:
             raise InvalidCampaignTransition(self.state, trigger)
         change = StateChange(self.state, target, trigger, now, detail)
         self.state = target
+        self.paused = (
+            {"trigger": str(trigger), "detail": detail, "at": now}
+            if target is CampaignState.PAUSED
+            else None
+        )
         if target.terminal:
             self.finished_at = now
         return change
@@ -735,11 +774,15 @@ class Campaign:
 
         ``population``: every device the server knows; the target spec filters it. Members
         are ordered by a seeded hash (the canary is a pseudo-random sample), then cut to
-        ``cap``. Raises :class:`UnknownTimeZone` if a matching device names an unknown zone.
+        ``cap``. Raises :class:`UnknownTimeZone` if a matching device names an unknown zone,
+        :class:`NoMatchingDevices` if a snapshot campaign would have no member.
         """
         if not self.can(Trigger.START):
             raise InvalidCampaignTransition(self.state, Trigger.START)
+        population = list(population)
         chosen = self.spec.target.select(population)
+        if not chosen and self.spec.mode is not SelectionMode.CONTINUOUS:
+            raise NoMatchingDevices(len(population))
         for view in chosen:
             if view.tz is not None:
                 resolve_zone(view.tz, field=f"device {view.endpoint!r} tz")
@@ -788,17 +831,51 @@ class Campaign:
         self.waves[wave].size += 1
         self.counters.added(m.state, m.reason)
 
-    def pause(self, now: float) -> Decision:
-        """RUNNING -> PAUSED: no new starts; running jobs continue."""
-        return Decision(changes=(self._fire(Trigger.PAUSE, now, "operator"),))
+    def pause(self, now: float, *, by: str = "operator") -> Decision:
+        """RUNNING -> PAUSED: no new starts; running jobs continue. ``by``: who (the
+        state change's detail)."""
+        return Decision(changes=(self._fire(Trigger.PAUSE, now, by),))
 
-    def resume(self, now: float, *, limiters: Sequence[Limiter] = ()) -> Decision:
-        """PAUSED -> RUNNING. The error threshold counts afresh from here, and a failed
-        gate of the current wave is overridden (the operator decided to go on)."""
-        change = self._fire(Trigger.RESUME, now, "operator")
-        self._sample = self._failures = 0
+    @property
+    def error_count(self) -> tuple[int, int]:
+        """What the error threshold counts: (failed or timed out, finished) jobs since the
+        start or the last explicit reset."""
+        return self._failures, self._sample
+
+    def resume(
+        self,
+        now: float,
+        *,
+        limiters: Sequence[Limiter] = (),
+        reset_errors: bool = False,
+        by: str = "operator",
+    ) -> Decision:
+        """PAUSED -> RUNNING; a failed gate of the current wave is overridden (the operator
+        decided to go on). The error threshold keeps counting: while it is crossed the
+        resume raises :class:`ErrorThresholdCrossed`, unless ``reset_errors`` starts the
+        count afresh (said in the state change's detail, so the event log keeps it).
+        ``by``: who resumed (the detail; and the wave's override, if it overrides a gate)."""
+        if not self.can(Trigger.RESUME):
+            raise InvalidCampaignTransition(self.state, Trigger.RESUME)
+        threshold = self.spec.error_threshold
+        detail = by
+        if reset_errors:
+            detail = (
+                f"{by}; error count reset (was {self._failures} failed of {self._sample} finished)"
+            )
+        elif threshold is not None and threshold.crossed(self._sample, self._failures):
+            raise ErrorThresholdCrossed(self._failures, self._sample)
+        change = self._fire(Trigger.RESUME, now, detail)
+        if reset_errors:
+            self._sample = self._failures = 0
         current = self.waves[self.wave] if self.waves else None
         if current is not None and current.gate_lost:
+            current.override = {
+                "by": by,
+                "at": now,
+                "why": f"{current.succeeded} of {current.size} succeeded, "
+                f"gate needs {current.required}",
+            }
             current.overridden = True
             current.gate_met_at = now
         return self._merge(Decision(changes=(change,)), self.tick(now, limiters=limiters))
@@ -1069,6 +1146,7 @@ class Campaign:
             "terminal": self._terminal,
             "sample": self._sample,
             "failures": self._failures,
+            "paused": self.paused,
             "bucket": None if self._bucket is None else self._bucket.state.to_json(),
             "started_at": self.started_at,
             "finished_at": self.finished_at,
@@ -1091,6 +1169,7 @@ class Campaign:
         c._terminal = int(data["terminal"])
         c._sample = int(data["sample"])
         c._failures = int(data["failures"])
+        c.paused = data.get("paused")  # absent in snapshots written before it existed
         if c._bucket is not None and data["bucket"] is not None:
             c._bucket.state = BucketState.from_json(data["bucket"])
         c.started_at = data["started_at"]

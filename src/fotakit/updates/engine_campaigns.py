@@ -47,12 +47,13 @@ from fotakit.updates.campaign import (
     CampaignState,
     Decision,
     InvalidCampaignTransition,
+    NoMatchingDevices,
 )
 from fotakit.updates.engine_jobs import ActiveJob, JobDriver
 from fotakit.updates.ratelimit import BucketConfig, Jitter, Limiter
 from fotakit.updates.records import TERMINAL_STATES, CampaignRecord, JobRecord, NewEvent
 from fotakit.updates.store import AsyncUpdateStore, StaleCampaign, StaleJob, UpdateStore
-from fotakit.updates.targets import DeviceView
+from fotakit.updates.targets import DeviceView, SelectionMode
 
 log = logging.getLogger("fotakit.updates.campaigns")
 
@@ -67,6 +68,11 @@ _CAS_ATTEMPTS = 50
 
 class CampaignError(Exception):
     """An operator action on a campaign could not be done (unknown, wrong state)."""
+
+
+class NoDeviceMatches(CampaignError):
+    """Starting a snapshot campaign whose target matches no device (see
+    :class:`~fotakit.updates.campaign.NoMatchingDevices`); nothing was changed."""
 
 
 def restore(rec: CampaignRecord) -> Campaign:
@@ -170,6 +176,15 @@ class CampaignRunner:
         )
         return rec.id
 
+    async def check_matches(self, spec: CampaignSpec) -> None:
+        """Raise :class:`NoDeviceMatches` if a snapshot campaign of ``spec`` started now
+        would have no member (checked before the draft is stored; the start checks again)."""
+        if spec.mode is SelectionMode.CONTINUOUS:
+            return
+        population = await self._population()
+        if not spec.target.select(population):
+            raise NoDeviceMatches(str(NoMatchingDevices(len(population))))
+
     async def start_campaign(self, campaign_id: str) -> None:
         population = await self._population()
 
@@ -178,11 +193,19 @@ class CampaignRunner:
 
         await self._operator(campaign_id, start)
 
-    async def pause(self, campaign_id: str) -> None:
-        await self._operator(campaign_id, lambda c, now: c.pause(now))
+    async def pause(self, campaign_id: str, *, by: str = "operator") -> None:
+        await self._operator(campaign_id, lambda c, now: c.pause(now, by=by))
 
-    async def resume(self, campaign_id: str) -> None:
-        await self._operator(campaign_id, lambda c, now: c.resume(now, limiters=self._limiters()))
+    async def resume(
+        self, campaign_id: str, *, reset_errors: bool = False, by: str = "operator"
+    ) -> None:
+        """Resume; the error count goes on unless ``reset_errors`` (see Campaign.resume)."""
+        await self._operator(
+            campaign_id,
+            lambda c, now: c.resume(
+                now, limiters=self._limiters(), reset_errors=reset_errors, by=by
+            ),
+        )
 
     async def cancel(self, campaign_id: str) -> None:
         await self._operator(campaign_id, lambda c, now: c.cancel(now))
@@ -218,7 +241,8 @@ class CampaignRunner:
 
         done = await self._transact(campaign_id, [guarded])
         if errors:
-            raise CampaignError(str(errors[-1]))
+            kind = NoDeviceMatches if isinstance(errors[-1], NoMatchingDevices) else CampaignError
+            raise kind(str(errors[-1]))
         if not done:
             raise CampaignError(f"no campaign {campaign_id!r}")
         self._known.add(campaign_id)

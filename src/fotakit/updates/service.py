@@ -289,20 +289,34 @@ class UpdateService:
 
     # -- campaigns --------------------------------------------------------------------------
 
-    async def create_campaign(self, spec: CampaignSpec | Mapping[str, Any]) -> str:
-        """Store a campaign (draft); ``spec`` as a :class:`CampaignSpec` or its JSON."""
+    async def create_campaign(
+        self, spec: CampaignSpec | Mapping[str, Any], *, require_match: bool = False
+    ) -> str:
+        """Store a campaign (draft); ``spec`` as a :class:`CampaignSpec` or its JSON.
+
+        ``require_match`` (for a campaign started at once): raise
+        :class:`~fotakit.updates.engine_campaigns.NoDeviceMatches`, storing nothing, when a
+        snapshot campaign's target matches no device now."""
         parsed = spec if isinstance(spec, CampaignSpec) else CampaignSpec.from_json(spec)
         self.engine.packages.record(parsed.package_id)  # an unknown package fails here
+        if require_match:
+            await self.engine.campaigns.check_matches(parsed)
         return await self.engine.campaigns.create(parsed)
 
     async def start_campaign(self, campaign_id: str) -> None:
         await self.engine.campaigns.start_campaign(campaign_id)
 
-    async def pause(self, campaign_id: str) -> None:
-        await self.engine.campaigns.pause(campaign_id)
+    async def pause(self, campaign_id: str, *, by: str = "operator") -> None:
+        """Pause a running campaign; ``by`` (who) goes into its event log and pause reason."""
+        await self.engine.campaigns.pause(campaign_id, by=by)
 
-    async def resume(self, campaign_id: str) -> None:
-        await self.engine.campaigns.resume(campaign_id)
+    async def resume(
+        self, campaign_id: str, *, reset_errors: bool = False, by: str = "operator"
+    ) -> None:
+        """Resume a paused campaign. Its error threshold keeps counting: while it is still
+        crossed this raises CampaignError, unless ``reset_errors`` restarts the count (the
+        campaign's event log records it). ``by``: who, for the event log and a gate override."""
+        await self.engine.campaigns.resume(campaign_id, reset_errors=reset_errors, by=by)
 
     async def cancel(self, campaign_id: str) -> None:
         await self.engine.campaigns.cancel(campaign_id)

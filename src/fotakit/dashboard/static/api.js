@@ -75,10 +75,13 @@ export async function api(path, { method = "GET", body, query, raw = false, sign
 }
 
 /** Upload bytes with progress (XMLHttpRequest: fetch has no upload progress). */
-export function upload(path, file, onProgress) {
+export function upload(path, file, onProgress, query = {}) {
+  const params = new URLSearchParams();
+  for (const [k, v] of Object.entries(query)) if (v) params.set(k, v);
+  const search = params.toString() ? `?${params}` : "";
   return new Promise((resolve, reject) => {
     const xhr = new XMLHttpRequest();
-    xhr.open("POST", BASE + path);
+    xhr.open("POST", BASE + path + search);
     const t = token();
     if (t) xhr.setRequestHeader("Authorization", `Bearer ${t}`);
     xhr.setRequestHeader("Content-Type", "application/octet-stream");

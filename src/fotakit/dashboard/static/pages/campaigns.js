@@ -57,6 +57,8 @@ export async function renderCampaign(main, id) {
   const title = h("h1", {});
   const stateEl = h("span", { id: "campaign-state", class: "badge", "aria-live": "polite" });
   const summary = h("p", { id: "campaign-summary", "aria-live": "polite" });
+  // why a paused campaign is paused (the API's paused_reason), not only in the event log
+  const pausedWhy = h("p", { id: "paused-reason", class: "notice", role: "status", hidden: true });
   const actions = h("div", { class: "actions", role: "group", "aria-label": "Campaign actions" });
   const actionOut = h("div", { "aria-live": "polite" });
   const info = h("div", {});
@@ -70,7 +72,7 @@ export async function renderCampaign(main, id) {
   const devState = h("select", { id: "d-state" }, h("option", { value: "" }, "any"),
     JOB_STATES.map((st) => h("option", { value: st }, st)));
 
-  fill(main, back, title, h("p", {}, "State: ", stateEl, " ", live), summary, actions, actionOut,
+  fill(main, back, title, h("p", {}, "State: ", stateEl, " ", live), summary, pausedWhy, actions, actionOut,
     h("div", { class: "grid" },
       h("section", { class: "card", "aria-labelledby": "prog-title" },
         h("h2", { id: "prog-title" }, "Progress"), counts),
@@ -104,6 +106,8 @@ export async function renderCampaign(main, id) {
     fill(summary, `${by.succeeded || 0} of ${p.total ?? 0} devices succeeded`,
       failed ? `, ${failed} failed` : "", by.cancelled ? `, ${by.cancelled} cancelled` : "",
       ` — ${p.finished ?? 0} finished, wave ${c.wave ?? 0}.`);
+    pausedWhy.hidden = !(c.state === "paused" && c.paused_reason);
+    fill(pausedWhy, pausedWhy.hidden ? null : h("strong", {}, "Paused: "), pausedWhy.hidden ? null : c.paused_reason);
     fill(counts, stateBar(by, p.total), legend(Object.keys(by).filter((k) => by[k])),
       table(["State", "#Jobs"], JOB_STATES.filter((st) => by[st]).map((st) => [badge(st), by[st]])
         .concat(Object.keys(by).filter((st) => !JOB_STATES.includes(st) && by[st]).map((st) => [badge(st), by[st]])),
@@ -121,6 +125,7 @@ export async function renderCampaign(main, id) {
       ["Target", describeTarget(target)], ["Mode", spec.mode],
       ["Canary", spec.canary ? `${spec.canary} device${spec.canary === 1 ? "" : "s"}` : "none"],
       ["Error threshold", spec.error_threshold ? describeThreshold(spec.error_threshold) : "none"],
+      ["Errors counted", c.error_count ? `${c.error_count.failed} failed of ${c.error_count.finished} finished` : "—"],
       ["Rate limit", spec.rate_per_minute ? `${spec.rate_per_minute}/min (burst ${spec.burst ?? 1})` : "none"],
       ["Max concurrent", spec.max_concurrent ?? "no cap"],
     ]), h("details", {}, h("summary", {}, "Spec JSON"), h("pre", { class: "json" }, JSON.stringify(spec, null, 2))));
@@ -140,11 +145,11 @@ export async function renderCampaign(main, id) {
       ], { empty: "No waves planned yet." }));
       return;
     }
-    fill(waves, table(["Wave", "#Size", "#Started", "#Succeeded", "#Failed", "#Finished", "Gate", "Soak", "Started at", "Gate met"],
+    fill(waves, table(["Wave", "#Size", "#Started", "#Succeeded", "#Failed", "#Finished", "Gate", "Soak", "Started at", "Gate verdict"],
       list.map((w) => [
         label(w.index), w.size ?? 0, w.started ?? 0, w.succeeded ?? 0, w.failed ?? 0, w.finished ?? 0,
         w.success_gate != null ? `${Math.round(w.success_gate * 100)} %` : "—",
-        w.soak_s ? `${w.soak_s} s` : "—", fmtTime(w.started_at), fmtWhen(w.gate_met_at),
+        w.soak_s ? `${w.soak_s} s` : "—", fmtTime(w.started_at), gateVerdict(w),
       ]), { empty: "No waves." }));
   }
 
@@ -156,6 +161,8 @@ export async function renderCampaign(main, id) {
       ["start", "Start", c.state === "draft"],
       ["pause", "Pause", c.state === "running"],
       ["resume", "Resume", c.state === "paused"],
+      // the error threshold keeps counting across a resume: restarting it is explicit
+      ["resume-reset", "Resume and reset error count", c.state === "paused" && Boolean(c.error_count?.failed)],
       ["cancel", "Cancel", !TERMINAL.has(c.state)],
       ["retry", "Retry failed", failed > 0 && c.state !== "draft"],
     ];
@@ -170,7 +177,9 @@ export async function renderCampaign(main, id) {
     if (verb === "cancel" && !confirm("Cancel this campaign? Running jobs are cancelled.")) return;
     fill(actionOut);
     try {
-      const result = await api(`/campaigns/${cid}/${verb}`, { method: "POST" });
+      const result = verb === "resume-reset"
+        ? await api(`/campaigns/${cid}/resume`, { method: "POST", query: { reset_errors: "true" } })
+        : await api(`/campaigns/${cid}/${verb}`, { method: "POST" });
       if (verb === "retry") {
         location.hash = `#/campaigns/${encodeURIComponent(result.id)}`;
         return;
@@ -354,4 +363,17 @@ function describeThreshold(e) {
   if (e.count != null) parts.push(`${e.count} failures`);
   if (e.percent != null) parts.push(`${e.percent} %`);
   return `${parts.join(" or ")} after ${e.min_sample} finished → ${e.action}`;
+}
+
+// A wave's gate: met (when), overridden (by whom, what it lacked: an operator resumed past a
+// lost gate, which is not a gate met), or not yet.
+function gateVerdict(w) {
+  if (w.gate === "overridden" && w.override) {
+    return h("span", { class: "overridden", "data-gate": "overridden" },
+      `overridden by ${w.override.by}: ${w.override.why}`);
+  }
+  if (w.gate === "met" || (w.gate == null && w.gate_met_at)) {
+    return h("span", { "data-gate": "met" }, `met ${fmtWhen(w.gate_met_at)}`);
+  }
+  return "—";
 }

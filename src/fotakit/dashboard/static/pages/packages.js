@@ -16,7 +16,7 @@ export async function renderPackages(main) {
     (cursor) => api("/packages", { query: { limit: 50, cursor } }),
     (items) => table(["Package", "Version", "#Sequence", "Class", "Size", "Uploaded", "In use", ""],
       items.map((p) => [
-        h("code", {}, p.id), p.version, p.sequence, shortId(p.class), fmtBytes(p.size),
+        h("code", {}, p.id), p.version, p.sequence, className(p), fmtBytes(p.size),
         fmtTime(p.uploaded_at), p.in_use ? badge("in use", "running") : "no",
         h("span", { class: "actions" },
           h("button", { type: "button", class: "secondary", onclick: () => show(p.id),
@@ -53,11 +53,17 @@ export async function renderPackages(main) {
 
   function uploadCard() {
     const file = h("input", { type: "file", id: "package-file", name: "package", required: true });
+    // the names the package was built with (--vendor, --class): the server checks them
+    // against the manifest's IDs and shows them instead of the UUIDs
+    const vendor = h("input", { type: "text", id: "package-vendor", name: "vendor", placeholder: "example.com", maxlength: 255 });
+    const klass = h("input", { type: "text", id: "package-class", name: "class", placeholder: "sensor-v2", maxlength: 255 });
     const bar = h("progress", { id: "upload-progress", max: 100, value: 0, hidden: true, "aria-label": "Upload progress" });
     const status = h("div", { id: "upload-status", "aria-live": "polite" });
     const button = h("button", { type: "submit" }, "Upload");
     const form = h("form", { class: "filters", "aria-label": "Upload a package" },
       h("div", { class: "field" }, h("label", { for: "package-file" }, "Signed package file"), file),
+      h("div", { class: "field" }, h("label", { for: "package-vendor" }, "Vendor (optional)"), vendor),
+      h("div", { class: "field" }, h("label", { for: "package-class" }, "Class name (optional)"), klass),
       button, bar, status);
     form.addEventListener("submit", async (e) => {
       e.preventDefault();
@@ -69,7 +75,7 @@ export async function renderPackages(main) {
       try {
         const { status: code, body } = await upload("/packages", f, (done, total) => {
           bar.value = Math.round((100 * done) / total);
-        });
+        }, { vendor: vendor.value.trim(), class: klass.value.trim() });
         bar.value = 100;
         fill(status, h("p", { role: "status", class: "ok" },
           code === 201 ? "Uploaded: " : "Already stored: ",
@@ -87,6 +93,12 @@ export async function renderPackages(main) {
       h("h2", { id: "up-title" }, "Upload a package"), form);
   }
   return null;
+}
+
+/** The package's class by name when an upload named it (its UUID on hover), else the UUID. */
+function className(p) {
+  if (p.class_name) return h("span", { title: `${p.vendor_name} / ${p.class}`, "data-class": p.class }, p.class_name);
+  return shortId(p.class);
 }
 
 /** A long id (a class UUID) shortened for a table cell, in full on hover. */
