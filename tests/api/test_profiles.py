@@ -121,3 +121,23 @@ async def test_update_takes_the_payload_form_from_the_profile(stack: Stack) -> N
     assert plans and all(p["form"] == "payload" for p in plans), plans
     assert all(p["choice"] == "pull" for p in plans)
     assert plans[0]["uri"].endswith(f"/fw/{record.id}/payload"), plans[0]
+
+
+async def test_a_profile_that_prefers_http_gets_an_http_package_uri(stack: Stack) -> None:
+    """Item: the protocol preference is the operator's (the agent lists CoAP and HTTP in
+    /5/0/8; with the default order it would get coap://)."""
+    op = stack.client("operator")
+    cls = await _device_class(stack)
+    protocols = await stack.site.server.read("dev-0", "/5/0/8")
+    record = stack.site.publish(payload_of(3000, 4), version="1.2.0", sequence=3)
+    r = await op.put(f"/api/v1/profiles/{cls}", json={"protocols": ["http", "coap"]})
+    assert r.status_code == 201, r.text
+    r = await op.post("/api/v1/devices/dev-0/update", json={"package_id": record.id})
+    assert r.status_code == 201, r.text
+    done = await wait_job(stack.service, r.json()["id"], 60)
+    events = await all_events(stack.service, job_id=done.id)
+    plans = [e.details for e in events if e.kind == "delivery"]
+    assert done.state == "succeeded", (done.reason, [e.kind for e in events], protocols)
+    assert plans and plans[0]["choice"] == "pull", plans
+    assert plans[0]["uri"].startswith("http://"), plans[0]
+    assert plans[0]["form"] == "package"
