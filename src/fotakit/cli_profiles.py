@@ -7,7 +7,7 @@ server may push, and per-state job timeouts (docs/operator-guide.md, "Device pro
 
     fotakit profiles list
     fotakit profiles set acme-meter --payload-form bare --protocols coap,http --no-push
-    fotakit profiles set default --timeout downloading=1800
+    fotakit profiles set default --state-timeout downloading=1800
     fotakit profiles show acme-meter
     fotakit profiles delete acme-meter
     fotakit profiles device dev-17        # which profile this device gets, and why
@@ -59,14 +59,25 @@ def parse_timeouts(items: list[str]) -> dict[str, float]:
         key = key.strip()
         if not sep or key not in TIMEOUT_KEYS:
             raise ValueError(
-                f"--timeout {item!r}: expected STATE=SECONDS with STATE one of "
+                f"--state-timeout {item!r}: expected STATE=SECONDS with STATE one of "
                 f"{', '.join(TIMEOUT_KEYS)}"
             )
         try:
             out[key] = float(value)
         except ValueError:
-            raise ValueError(f"--timeout {item!r}: {value!r} is not a number") from None
+            raise ValueError(f"--state-timeout {item!r}: {value!r} is not a number") from None
     return out
+
+
+def _call(
+    url: str, token: str | None, timeout: float, method: str, path: str, body: Any = None
+) -> Any:
+    """One request to the REST API; a problem ends the command with its message."""
+    try:
+        with open_client(url, token, timeout) as client:
+            return client.request(method, path, body=body)
+    except CliError as exc:
+        raise fail(exc) from None
 
 
 def _print_profile(p: dict[str, Any], why: str | None = None) -> None:
@@ -98,11 +109,7 @@ def profiles_list(
     timeout: TimeoutOption = 30.0,
 ) -> None:
     """Every profile (and the built-in default while none named 'default' is stored)."""
-    try:
-        with open_client(url, token, timeout) as client:
-            items = client.get("/profiles")["items"]
-    except CliError as exc:
-        raise fail(exc) from None
+    items = _call(url, token, timeout, "GET", "/profiles")["items"]
     if as_json:
         print_json(items)
         return
@@ -130,11 +137,7 @@ def profiles_show(
     timeout: TimeoutOption = 30.0,
 ) -> None:
     """One profile."""
-    try:
-        with open_client(url, token, timeout) as client:
-            profile = client.get(f"/profiles/{seg(name)}")
-    except CliError as exc:
-        raise fail(exc) from None
+    profile = _call(url, token, timeout, "GET", f"/profiles/{seg(name)}")
     if as_json:
         print_json(profile)
         return
@@ -165,7 +168,7 @@ def profiles_set(
     timeouts: Annotated[
         list[str] | None,
         typer.Option(
-            "--timeout",
+            "--state-timeout",
             help=f"STATE=SECONDS, repeatable; STATE one of {', '.join(TIMEOUT_KEYS)}.",
         ),
     ] = None,
@@ -187,11 +190,7 @@ def profiles_set(
         "timeouts": parsed_timeouts,
         "description": description,
     }
-    try:
-        with open_client(url, token, timeout) as client:
-            profile = client.request("PUT", f"/profiles/{seg(name)}", body=body)
-    except CliError as exc:
-        raise fail(exc) from None
+    profile = _call(url, token, timeout, "PUT", f"/profiles/{seg(name)}", body)
     if as_json:
         print_json(profile)
         return
@@ -207,11 +206,7 @@ def profiles_delete(
     timeout: TimeoutOption = 30.0,
 ) -> None:
     """Remove a profile (its devices fall back to 'default')."""
-    try:
-        with open_client(url, token, timeout) as client:
-            client.request("DELETE", f"/profiles/{seg(name)}")
-    except CliError as exc:
-        raise fail(exc) from None
+    _call(url, token, timeout, "DELETE", f"/profiles/{seg(name)}")
     console.print(f"profile {escape(name)} deleted")
 
 
@@ -224,11 +219,7 @@ def profiles_device(
     timeout: TimeoutOption = 30.0,
 ) -> None:
     """Which profile a job started now would use for this device, and why."""
-    try:
-        with open_client(url, token, timeout) as client:
-            choice = client.get(f"/devices/{seg(endpoint)}/profile")
-    except CliError as exc:
-        raise fail(exc) from None
+    choice = _call(url, token, timeout, "GET", f"/devices/{seg(endpoint)}/profile")
     if as_json:
         print_json(choice)
         return
