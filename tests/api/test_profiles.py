@@ -91,6 +91,7 @@ async def test_device_shows_its_profile_and_why(stack: Stack) -> None:
     choice = (await viewer.get("/api/v1/devices/dev-0/profile")).json()
     assert choice["profile"]["name"] == CLASS and choice["profile"]["payload_form"] == "bare"
     assert "has its own profile" in choice["why"]
+    assert_problem(await viewer.get("/api/v1/devices/never-seen/profile"), 404)
     detail = (await viewer.get("/api/v1/devices/dev-0")).json()
     assert detail["profile"]["name"] == CLASS and detail["profile"]["why"] == choice["why"]
 

@@ -284,6 +284,21 @@ async def get_device(ctx: Ctx, endpoint: Endpoint) -> dict[str, Any]:
 
 
 @router.get(
+    "/devices/{endpoint}/profile",
+    response_model=models.DeviceProfileChoice,
+    dependencies=[VIEWER],
+)
+async def device_profile(ctx: Ctx, endpoint: Endpoint) -> dict[str, Any]:
+    """The device profile a job started now would use for this device, and why."""
+    service = ctx.need_service()
+    await _one_device(ctx, endpoint)
+    await service.profiles()  # fresh from the store
+    profile, why = service.device_profile(endpoint)
+    stored = profile is not service.builtin_profile()
+    return {"profile": {**profile.to_json(), "stored": stored}, "why": why}
+
+
+@router.get(
     "/devices/{endpoint}/resources/{path:path}",
     response_model=models.ResourceValue,
     response_model_exclude_none=True,

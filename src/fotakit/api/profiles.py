@@ -1,5 +1,5 @@
-"""Device profile routes: how each device class is updated (``/profiles``), and which
-profile a device gets (``/devices/{endpoint}/profile``).
+"""Device profile routes: how each device class is updated (``/profiles``); which profile
+a device gets is ``/devices/{endpoint}/profile`` (:mod:`fotakit.api.devices`).
 
 A profile is named by the device class it applies to (/3/0/1 Model Number) or
 ``default``; see :mod:`fotakit.updates.profiles` for the fields and how a device's profile
@@ -84,19 +84,3 @@ async def delete_profile(ctx: Ctx, name: ProfileName) -> Response:
     if not await ctx.need_service().delete_profile(name):
         raise not_found("profile", name)
     return Response(status_code=204)
-
-
-@router.get(
-    "/devices/{endpoint}/profile",
-    response_model=models.DeviceProfileChoice,
-    dependencies=[VIEWER],
-)
-async def device_profile(
-    ctx: Ctx, endpoint: Annotated[str, Path(min_length=1, max_length=255)]
-) -> dict[str, Any]:
-    """The profile a job started now would use for this device, and why."""
-    service = ctx.need_service()
-    await service.profiles()  # fresh from the store
-    profile, why = service.device_profile(endpoint)
-    stored = profile is not service.builtin_profile()
-    return {"profile": profile_json(profile, stored=stored), "why": why}
