@@ -8,6 +8,7 @@ never see each other's rows.
 
 from __future__ import annotations
 
+import logging
 import os
 import uuid
 from collections.abc import Iterator
@@ -23,6 +24,32 @@ from db_helpers import Commits
 from fotakit.store import default_db_url
 
 PG_ENV = "FOTAKIT_TEST_PG_URL"
+
+
+class _JobBugs(logging.Handler):
+    """Collects the log records the update engine marks as a bug of the pure job."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.ERROR)
+        self.seen: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if getattr(record, "fotakit_job_bug", False):
+            self.seen.append(record.getMessage())
+
+
+@pytest.fixture(autouse=True)
+def no_job_table_violations() -> Iterator[None]:
+    """Every test fails when an update job met an input its transition table has no row
+    for (``table_violation``) or raised (the engine logs and survives both in production)."""
+    bugs = _JobBugs()
+    logger = logging.getLogger("fotakit.updates.engine")
+    logger.addHandler(bugs)
+    try:
+        yield
+    finally:
+        logger.removeHandler(bugs)
+    assert bugs.seen == [], f"update job bugs during the test: {bugs.seen}"
 
 
 def _libpq_dsn(url: str) -> str:

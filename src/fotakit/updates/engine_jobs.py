@@ -28,7 +28,7 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC
-from typing import Any
+from typing import Any, Final
 
 from fotakit.lwm2m.model import Content
 from fotakit.lwm2m.objects.diagnostics import UPDATE_DIAGNOSTICS_ID
@@ -52,6 +52,9 @@ log = logging.getLogger("fotakit.updates.engine")
 Clock = Callable[[], float]
 StateHook = Callable[["ActiveJob", str, str | None], Awaitable[None]]
 PolicyFor = Callable[[JobRecord], jobs.JobPolicy]
+JOB_BUG: Final = {"fotakit_job_bug": True}
+"""``extra`` of the log records that mean a bug of the pure job (a table violation, an
+exception): the test suite fails any test during which one is logged."""
 ProfileFor = Callable[[str], tuple[DeviceProfile, str]]
 
 
@@ -293,12 +296,12 @@ class JobDriver:
                 commands = list(step(active.job, now))
             except jobs.TableViolation as exc:
                 # a bug: the job refused the input and is unchanged; record it, go on
-                log.error("job %s: %s (input %s)", active.job_id, exc, what)
+                log.error("job %s: %s (input %s)", active.job_id, exc, what, extra=JOB_BUG)
                 details = {"phase": str(exc.phase), "input": str(exc.input), "error": str(exc)}
                 await self._log(active, "table_violation", details)
                 return
             except Exception:
-                log.exception("job %s failed on input %s", active.job_id, what)
+                log.exception("job %s failed on input %s", active.job_id, what, extra=JOB_BUG)
                 return
             await self._commit(active, commands, now)
 
