@@ -44,10 +44,13 @@ import aiocoap
 import aiocoap.meta
 
 from _common import cpu_model, revision, serve_repository_coap, write_section
+from fotakit.sim import UdpRelay
 
 MIB = 1 << 20
 BLOCK = 1024
 DEADLINE = 60.0
+MIDDLE = 500
+"""The block whose request and response the table breaks down."""
 HEAD = "## B6 "
 TITLE = "## B6 — Wire bytes per firmware byte (CoAP Block2)"
 
@@ -127,9 +130,7 @@ CLIENTS = {
 
 async def _count(port: int, path: str, client: Any, tmp: Path, package: bytes) -> dict[str, Any]:
     """Run one download through a counting relay; the bytes each way and the ratio."""
-    from fotakit.sim import UdpRelay
-
-    async with UdpRelay(("127.0.0.1", port)) as relay:
+    async with _Relay(("127.0.0.1", port)) as relay:
         got = await client(relay.address[1], path, tmp)
         up, down = relay.upstream, relay.downstream
         result = {
@@ -138,12 +139,45 @@ async def _count(port: int, path: str, client: Any, tmp: Path, package: bytes) -
             "down_datagrams": down.datagrams_in,
             "up_bytes": up.bytes_in,
             "down_bytes": down.bytes_in,
+            "middle_request": relay.middle_request,
+            "middle_response": relay.middle_response,
         }
     blocks = -(-len(package) // BLOCK)
     total = result["up_bytes"] + result["down_bytes"]
     result["ratio"] = total / len(package)
     result["overhead_per_block"] = (total - len(package)) / blocks
     return result
+
+
+class _Relay(UdpRelay):
+    """The counting relay, also noting what the request and the response of a middle block
+    (block :data:`MIDDLE`) cost: datagram bytes, payload bytes, token bytes, options."""
+
+    def __init__(self, target: tuple[str, int]) -> None:
+        super().__init__(target)
+        self.middle_request: dict[str, Any] | None = None
+        self.middle_response: dict[str, Any] | None = None
+
+    @staticmethod
+    def _describe(data: bytes) -> dict[str, Any] | None:
+        message = aiocoap.Message.decode(data)
+        block = message.opt.block2
+        if block is None or block.block_number != MIDDLE:
+            return None
+        return {
+            "bytes": len(data),
+            "payload": len(message.payload),
+            "token": len(message.token),
+            "options": [f"{o.number.name}:{len(o.encode())}" for o in message.opt.option_list()],
+        }
+
+    def _from_client(self, data: bytes, client: Any, fd: int | None = None) -> None:
+        self.middle_request = self.middle_request or self._describe(data)
+        super()._from_client(data, client, fd)
+
+    def _from_server(self, client: Any, data: bytes, fd: int | None = None) -> None:
+        self.middle_response = self.middle_response or self._describe(data)
+        super()._from_server(client, data, fd)
 
 
 def _free_port() -> int:
@@ -265,18 +299,39 @@ def _table(results: dict[str, Any], before: dict[str, Any] | None, args: argpars
         for client, r in clients.items():
             ratio = f"{r['ratio']:.4f}" if r["ok"] else "download failed"
             old = (before or {}).get("servers", {}).get(server, {}).get(client)
-            if old is not None and r["ok"]:
+            if old is not None and r["ok"] and server.startswith("fotakit"):
                 ratio = f"{old['ratio']:.4f} → **{r['ratio']:.4f}**"
             lines.append(
                 f"| {server} | {client} | {r['up_datagrams']} / {r['down_datagrams']} | "
                 f"{r['up_bytes']} / {r['down_bytes']} | {r['overhead_per_block']:.1f} B | "
                 f"{ratio} |"
             )
+    lines += [
+        "",
+        f"What block {MIDDLE} costs with the aiocoap client (option: bytes of its value; "
+        "each option adds a 1-byte header, the payload a 1-byte marker):",
+        "",
+        "| server | request bytes (token) | request options | response bytes - payload "
+        "(token) | response options |",
+        "|---|---|---|---|---|",
+    ]
+    rows = [(server, clients.get("aiocoap")) for server, clients in results["servers"].items()]
+    if before is not None:
+        old_fotakit = before["servers"].get("fotakit (FastSite)", {}).get("aiocoap")
+        rows.insert(0, (f"fotakit before ({before['revision']})", old_fotakit))
+    for server, r in rows:
+        if r is None or r.get("middle_request") is None or r.get("middle_response") is None:
+            continue
+        q, a = r["middle_request"], r["middle_response"]
+        lines.append(
+            f"| {server} | {q['bytes']} ({q['token']}) | {', '.join(q['options'])} | "
+            f"{a['bytes'] - a['payload']} ({a['token']}) | {', '.join(a['options'])} |"
+        )
     if before is not None:
         lines += [
             "",
-            f"Before → after: the first number is the same benchmark at {before['revision']} "
-            "(saved with `--json`, passed back with `--before`).",
+            f"Before → after: the first number is the same benchmark run on the code at "
+            f"{before['revision']} (`bench/bench_wire.py --json b6-before.json` there).",
         ]
     return "\n".join(lines) + "\n"
 
