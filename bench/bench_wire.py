@@ -327,6 +327,19 @@ def _table(results: dict[str, Any], before: dict[str, Any] | None, args: argpars
             f"| {server} | {q['bytes']} ({q['token']}) | {', '.join(q['options'])} | "
             f"{a['bytes'] - a['payload']} ({a['token']}) | {', '.join(a['options'])} |"
         )
+    lines += [
+        "",
+        "Reading it: a response repeats on every block only what the clients check on every "
+        "block — the ETag (aiocoap's and libcoap's clients fail a transfer whose blocks "
+        "disagree on it, the fotakit agent resumes by offset + ETag; RFC 7959 §2.4) and the "
+        "Content-Format (libcoap's client fails a transfer whose later blocks carry another "
+        "or none) — and Size2 only in the first block or when asked for (RFC 7959 §4). The "
+        "ETag is 2 bytes: `/fw/<id>` names the content (the id is 8 bytes of its SHA-256), "
+        "so no other representation can ever appear under it (docs/repository.md). The "
+        "request is the client's: its token, its Uri-Path (`fw` + the 16-character id: 20 "
+        "bytes) and libcoap's Uri-Port and 8-byte tokens are why coap-client-notls costs "
+        "more than aiocoap against every server.",
+    ]
     if before is not None:
         lines += [
             "",
