@@ -278,7 +278,8 @@ def _table(results: dict[str, Any], before: dict[str, Any] | None, args: argpars
         "",
         f"Command: `{command}`",
         "",
-        f"Measured {time.strftime('%Y-%m-%d')} at {revision()}; {cpu_model()}; Python "
+        f"Measured {time.strftime('%Y-%m-%d')} at {revision()}; {cpu_model()} "
+        f"({os.cpu_count()} CPUs, loopback); Python "
         f"{platform.python_version()}, aiocoap {aiocoap.meta.version}, libcoap 4.3.1 "
         "(Debian libcoap3-bin). A signed package with a 1 MiB payload "
         f"({results['size']} bytes, {-(-results['size'] // BLOCK)} blocks of 1024 bytes) is "
