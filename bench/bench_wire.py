@@ -337,8 +337,8 @@ def _table(results: dict[str, Any], before: dict[str, Any] | None, args: argpars
         "or none) — and Size2 only in the first block or when asked for (RFC 7959 §4). The "
         "ETag is 2 bytes: `/fw/<id>` names the content (the id is 8 bytes of its SHA-256), "
         "so no other representation can ever appear under it (docs/repository.md). The "
-        "request is the client's: its token, its Uri-Path (`fw` + the 16-character id: 20 "
-        "bytes) and libcoap's Uri-Port and 8-byte tokens are why coap-client-notls costs "
+        "request is the client's: its token, its Uri-Path (`fw` + the 16-character id: 21 "
+        "bytes) and libcoap's Uri-Port and tokens of up to 8 bytes are why coap-client-notls costs "
         "more than aiocoap against every server.",
     ]
     if before is not None:
