@@ -76,6 +76,7 @@ demo: $(STAMP)
 bench: $(STAMP) peers
 	$(BIN)/python bench/bench_lwm2m.py --runs 3 --write docs/benchmarks.md
 	$(BIN)/python bench/bench_delivery.py --runs 3 --slow-runs 1 --write docs/benchmarks.md
+	$(BIN)/python bench/bench_wire.py --write docs/benchmarks.md
 	$(BIN)/python bench/bench_pull.py --runs 3 --outage-runs 1 --write docs/benchmarks.md
 	$(BIN)/python bench/bench_campaign.py --agents 200 --concurrency 50 --write docs/benchmarks.md
 	$(BIN)/python bench/bench_fleet.py --write docs/benchmarks.md

@@ -1,7 +1,8 @@
 """A relay that decodes every CoAP datagram it carries: counting what a peer really sent.
 
 :class:`CoapTap` is a :class:`fotakit.sim.relay.UdpRelay` without impairments that keeps
-each datagram, either way, as an aiocoap ``Message`` in arrival order. A client registers
+each datagram, either way, as an aiocoap ``Message`` in arrival order, with its size on
+the wire (the UDP payload's length). A client registers
 with the tap's address instead of the server's; the tests then count, for example, the
 notifications (responses carrying an Observe option, RFC 7641 §3.2) a device sent after
 its observation was cancelled, and see how the server answered each (ACK or RST).
@@ -27,6 +28,8 @@ class Seen:
 
     up: bool
     message: aiocoap.Message
+    size: int = 0
+    """Bytes of the datagram (UDP payload) as it crossed the tap."""
 
 
 class CoapTap(UdpRelay):
@@ -38,7 +41,7 @@ class CoapTap(UdpRelay):
         self._changed = asyncio.Event()
 
     def _keep(self, up: bool, data: bytes) -> None:
-        self.seen.append(Seen(up, aiocoap.Message.decode(data)))
+        self.seen.append(Seen(up, aiocoap.Message.decode(data), len(data)))
         self._changed.set()
 
     def _from_client(self, data: bytes, client: Address, fd: int | None = None) -> None:

@@ -29,6 +29,7 @@ from fotakit.agent.download import (
 )
 from fotakit.lwm2m.objects import UpdateProtocol, UpdateResult
 from fotakit.repository import Form, PackageRecord, Repository
+from fotakit.repository.coap import coap_etag
 
 pytestmark = pytest.mark.timeout(60)
 BLOCK = 1024
@@ -138,7 +139,7 @@ async def test_coap_pull_writes_the_package_byte_for_byte(
     expected = package_bytes(repo, record)
     assert sink.data() == expected
     assert final == DownloadProgress(
-        coap_uri, len(expected), record.etag(Form.PACKAGE), len(expected)
+        coap_uri, len(expected), coap_etag(record, Form.PACKAGE), len(expected)
     )
     offsets = [p.offset for p in seen]
     assert offsets == sorted(offsets) and offsets[-1] == len(expected)
@@ -153,7 +154,7 @@ async def test_coap_pull_resumes_at_the_block_boundary_and_fetches_only_the_rest
     repo, record = repository
     expected = package_bytes(repo, record)
     sink.write(0, expected[:10_500])  # the file may hold more than the persisted offset
-    resume = DownloadProgress(coap_uri, 10_300, record.etag(Form.PACKAGE), len(expected))
+    resume = DownloadProgress(coap_uri, 10_300, coap_etag(record, Form.PACKAGE), len(expected))
     async with Downloader() as downloader:
         await downloader.download(coap_uri, sink, resume=resume)
     assert sink.data() == expected
@@ -171,7 +172,7 @@ async def test_coap_resume_with_a_changed_etag_restarts_from_zero(
     async with Downloader() as downloader:
         final = await downloader.download(coap_uri, sink, resume=resume)
     assert sink.data() == expected
-    assert final.etag == record.etag(Form.PACKAGE)
+    assert final.etag == coap_etag(record, Form.PACKAGE)
     assert sink.truncates[-1] == 0 and downloader.stats.restarts == 1
     # one block at the old offset revealed the new ETag, then everything from zero
     assert served_bytes(repo, record) == len(expected) + BLOCK
@@ -183,7 +184,9 @@ async def test_coap_resume_of_a_complete_download_refetches_only_the_last_block(
     repo, record = repository
     expected = package_bytes(repo, record)
     sink.write(0, expected)
-    resume = DownloadProgress(coap_uri, len(expected), record.etag(Form.PACKAGE), len(expected))
+    resume = DownloadProgress(
+        coap_uri, len(expected), coap_etag(record, Form.PACKAGE), len(expected)
+    )
     async with Downloader() as downloader:
         await downloader.download(coap_uri, sink, resume=resume)
     assert sink.data() == expected

@@ -14,10 +14,16 @@ from aiocoap.numbers.codes import Code
 from aiocoap.optiontypes import BlockOption
 from repo_helpers import BuildFn, payload_of, skip_or_fail
 
+from coap_tap import CoapTap
 from fotakit.coap import FastSite, create_endpoint
 from fotakit.packages import TrustStore, verify_package
 from fotakit.repository import Form, PackageRecord, Repository
-from fotakit.repository.coap import FirmwareResource, coap_resources
+from fotakit.repository.coap import (
+    COAP_ETAG_LENGTH,
+    FirmwareResource,
+    coap_etag,
+    coap_resources,
+)
 from fotakit.server import LwM2MServer, ServerConfig
 
 Block = BlockOption.BlockwiseTuple
@@ -107,8 +113,9 @@ async def test_any_block_of_any_size_can_be_fetched_in_any_order(
         assert response.code == Code.CONTENT
         assert response.payload == expected
         assert response.opt.block2 == Block(number, (number + 1) * size < len(data), szx)
-        assert response.opt.size2 == len(data)
-        assert response.opt.etag == bytes.fromhex(record.sha256)[:8]
+        assert response.opt.size2 == (len(data) if number == 0 else None)
+        assert response.opt.etag == bytes.fromhex(record.sha256)[:COAP_ETAG_LENGTH]
+        assert response.opt.content_format == 42
 
 
 async def test_the_last_block_is_short_and_has_no_more_flag(
@@ -128,9 +135,59 @@ async def test_payload_form_blocks_are_offset_into_the_package(
     payload = data[record.payload_offset :]
     response = await _get(client, _uri(coap_port, record, Form.PAYLOAD), block=Block(5, 0, 6))
     assert response.payload == payload[5 * 1024 : 6 * 1024]
-    assert response.opt.size2 == len(payload)
-    assert response.opt.etag == bytes.fromhex(record.payload_sha256)[:8]
-    assert response.opt.etag != bytes.fromhex(record.sha256)[:8]
+    first = await _get(client, _uri(coap_port, record, Form.PAYLOAD), block=Block(0, 0, 6))
+    assert first.opt.size2 == len(payload)
+    assert response.opt.etag == bytes.fromhex(record.payload_sha256)[:COAP_ETAG_LENGTH]
+    assert response.opt.etag == coap_etag(record, Form.PAYLOAD) == first.opt.etag
+    assert response.opt.etag != coap_etag(record, Form.PACKAGE)
+
+
+async def test_size2_is_in_the_first_block_and_wherever_the_client_asks_for_it(
+    coap_port: int, client: aiocoap.Context, package: tuple[PackageRecord, bytes]
+) -> None:
+    """RFC 7959 §4: a size indication in the first block, and a size request (Size2 = 0
+    in the request) answered in any block; not repeated on every block."""
+    record, data = package
+    uri = _uri(coap_port, record)
+    unasked = await _get(client, uri)  # no Block2 in the request: block 0 of 1024 bytes
+    assert unasked.opt.block2 == Block(0, 1, 6) and unasked.opt.size2 == len(data)
+    middle = await _get(client, uri, block=Block(7, 0, 6))
+    assert middle.opt.size2 is None
+    asked = aiocoap.Message(code=Code.GET, uri=uri, block2=Block(7, 0, 6), size2=0)
+    answer = await asyncio.wait_for(client.request(asked, handle_blockwise=False).response, TIMEOUT)
+    assert answer.opt.size2 == len(data) and answer.payload == data[7 * 1024 : 8 * 1024]
+
+
+async def test_a_middle_block_costs_at_most_13_bytes_besides_its_payload_and_token(
+    coap_port: int, client: aiocoap.Context, package: tuple[PackageRecord, bytes]
+) -> None:
+    """On the wire, through a tap: a whole download by aiocoap's client. A middle block's
+    response carries the 4-byte header, the client's token, ETag (1 + 2 bytes: the same on
+    every block, as aiocoap's and libcoap's clients and the agent's resume require,
+    RFC 7959 §2.4), Content-Format (1 + 1: libcoap's client requires it on every block),
+    Block2 (1 + 2 past block 15) and the payload marker: 13 bytes. Size2 and an 8-byte ETag
+    on every block made it 23. The whole download (requests included) costs at most
+    1.045 bytes per package byte (docs/benchmarks.md, B6)."""
+    record, data = package
+    async with CoapTap(("127.0.0.1", coap_port)) as tap:
+        uri = record.coap_uri("127.0.0.1", tap.address[1])
+        whole = await _get(client, uri, blockwise=True)
+    assert whole.payload == data
+    responses = [s for s in tap.seen if not s.up]
+    blocks = [s.message.opt.block2 for s in responses]
+    assert [b.block_number for b in blocks] == list(range(-(-len(data) // 1024)))
+    etags = {s.message.opt.etag for s in responses}
+    formats = {s.message.opt.content_format for s in responses}
+    assert etags == {coap_etag(record, Form.PACKAGE)} and formats == {42}
+    middle = [s for s in responses[16:] if s.message.opt.block2.more]
+    assert middle
+    for seen in middle:
+        message = seen.message
+        overhead = seen.size - len(message.payload) - len(message.token)
+        assert overhead <= 13, (message, overhead)
+        assert message.opt.size2 is None and message.opt.max_age is None
+    total = sum(s.size for s in tap.seen)
+    assert total / len(data) <= 1.045, total / len(data)
 
 
 async def test_a_reserved_szx_7_gets_1024_byte_blocks(

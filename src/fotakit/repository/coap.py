@@ -10,9 +10,23 @@ Behaviour (RFC 7959 §2.2-§2.4, RFC 7252 §5.10.6):
 * Random access: any block number with any block size the client asks for (SZX 0-6; a
   reserved SZX 7, BERT, is answered with 1024-byte blocks, which RFC 7959 §2.4 allows: a
   server may always use a smaller block than requested). The client can resume anywhere.
-* Every response carries Size2 (the representation's size) and the strong ETag — the
-  first 8 bytes of the representation's SHA-256 — so a resuming client detects a changed
-  package by a changed ETag.
+* Options, chosen for the bytes they cost on every block (docs/repository.md, "Bytes on
+  the wire"):
+
+  - ETag on every block (RFC 7959 §2.4): clients compare it block by block — aiocoap's
+    client fails a transfer whose later blocks lack the first block's ETag, libcoap's
+    ("Not all blocks have ETag option"), and the fotakit agent resumes by offset + ETag.
+    It is :data:`COAP_ETAG_LENGTH` bytes of the representation's SHA-256: the URI already
+    names the content (the id is the first 8 bytes of the package's SHA-256, and an upload
+    whose id exists with other bytes is refused), so a representation never changes under
+    its URI and the ETag (RFC 7252 §5.10.6: a resource-local identifier between
+    representations over time) needs no more.
+  - Content-Format on every block: libcoap's client fails a transfer whose later blocks
+    carry another (or no) Content-Format than the first ("Content-Format option mismatch").
+  - Size2 only where RFC 7959 §4 gives it a use: in the first block (a size indication
+    before the download starts) and in any response to a request carrying Size2 (a size
+    request). Not on every block.
+  - No Max-Age (the default, 60 s, is what an absent option means: RFC 7252 §5.10.5).
 * A block number whose first byte lies past the end answers 4.00 Bad Request (RFC 7959
   names no code for it; 4.02 Bad Option would claim the option is not understood).
   Unknown ids 4.04; methods other than GET 4.05.
@@ -52,6 +66,8 @@ DEFAULT_SZX: Final = 6
 OCTET_STREAM: Final = 42
 PAYLOAD_SEGMENT: Final = "payload"
 MAX_OPEN_FILES: Final = 64
+COAP_ETAG_LENGTH: Final = 2
+"""Bytes of the representation's SHA-256 in the CoAP ETag (see the module doc)."""
 
 
 class BlockOutOfRange(aiocoap.error.ConstructionRenderableError):  # type: ignore[misc]
@@ -102,7 +118,7 @@ class FirmwareResource(aiocoap.resource.Resource, aiocoap.resource.PathCapable):
     def _respond(
         self, request: aiocoap.Message, record: PackageRecord, form: Form
     ) -> aiocoap.Message:
-        etag = record.etag(form)
+        etag = coap_etag(record, form)
         if etag in request.opt.etags:
             return aiocoap.Message(code=Code.VALID, etag=etag)
         base, length = record.span(form)
@@ -117,14 +133,13 @@ class FirmwareResource(aiocoap.resource.Resource, aiocoap.resource.PathCapable):
         data = self._read(record, base + start, count)
         more = start + count < length
         response = aiocoap.Message(
-            code=Code.CONTENT,
-            payload=data,
-            etag=etag,
-            size2=length,
-            content_format=OCTET_STREAM,
+            code=Code.CONTENT, payload=data, etag=etag, content_format=OCTET_STREAM
         )
-        if requested is not None or more:
+        blockwise = requested is not None or more
+        if blockwise:
             response.opt.block2 = BlockOption.BlockwiseTuple(number, more, szx)
+        if (blockwise and number == 0) or request.opt.size2 is not None:
+            response.opt.size2 = length
         self._count(record.id, len(data), completed=not more)
         return response
 
@@ -178,6 +193,13 @@ class FirmwareResource(aiocoap.resource.Resource, aiocoap.resource.PathCapable):
         self._flushes.discard(task)
         if not task.cancelled() and task.exception() is not None:
             log.warning("could not write download counters: %s", task.exception())
+
+
+def coap_etag(record: PackageRecord, form: Form) -> bytes:
+    """The CoAP ETag of one representation: the first :data:`COAP_ETAG_LENGTH` bytes of
+    its SHA-256 (the HTTP ETag, :meth:`PackageRecord.etag`, is longer: it costs once per
+    response there, not once per block)."""
+    return record.etag(form)[:COAP_ETAG_LENGTH]
 
 
 def _form(segments: Sequence[str]) -> Form | None:
