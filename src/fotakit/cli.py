@@ -132,6 +132,15 @@ def server(
         bool,
         typer.Option("--http/--no-http", help="Serve HTTP (REST API, dashboard, /fw) at all."),
     ] = True,
+    http_head_timeout: Annotated[
+        float,
+        typer.Option(
+            help="Seconds an HTTP client has to send a whole request head; a connection "
+            "still sending one then is closed (slow or half-open clients).",
+            envvar="FOTAKIT_HTTP_HEAD_TIMEOUT",
+            min=0.1,
+        ),
+    ] = 10.0,
     trust: Annotated[
         FsPath | None,
         typer.Option(
@@ -232,6 +241,7 @@ def server(
                 repository_dir,
                 http_host=http_host,
                 http_port=http_port if http else None,
+                http_head_timeout=http_head_timeout,
                 trust=anchors,
                 updates=updates,
                 node_id=node_id,

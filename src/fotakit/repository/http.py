@@ -43,6 +43,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
+from fotakit.repository.head_timeout import HEAD_TIMEOUT, head_timeout_protocol
 from fotakit.repository.records import Form, PackageRecord
 from fotakit.repository.repository import Repository
 
@@ -352,13 +353,20 @@ def create_http_app(repository: Repository) -> Starlette:
 
 
 class HttpServer:
-    """A uvicorn server running on the current event loop (no signal handlers of its own)."""
+    """A uvicorn server running on the current event loop (no signal handlers of its own).
 
-    def __init__(self, app: Any, host: str, port: int) -> None:
+    A client has ``head_timeout`` seconds to send each request head, else its connection
+    is closed (:mod:`fotakit.repository.head_timeout`).
+    """
+
+    def __init__(
+        self, app: Any, host: str, port: int, *, head_timeout: float = HEAD_TIMEOUT
+    ) -> None:
         config = uvicorn.Config(
             app,
             host=host,
             port=port,
+            http=head_timeout_protocol(head_timeout),
             lifespan="off",
             log_level="warning",
             access_log=False,
@@ -391,9 +399,13 @@ class HttpServer:
         await self._server.shutdown()
 
 
-async def serve_http(app: Any, host: str, port: int) -> HttpServer:
-    """Start serving ``app`` over HTTP on ``host:port`` (0: any free port); ``await stop()``."""
-    server = HttpServer(app, host, port)
+async def serve_http(
+    app: Any, host: str, port: int, *, head_timeout: float = HEAD_TIMEOUT
+) -> HttpServer:
+    """Start serving ``app`` over HTTP on ``host:port`` (0: any free port); ``await stop()``.
+
+    ``head_timeout``: seconds a client has to send a request head before it is closed."""
+    server = HttpServer(app, host, port, head_timeout=head_timeout)
     await server.start()
     log.info("HTTP delivery listening on %s:%d", host, server.port)
     return server
