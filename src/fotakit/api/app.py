@@ -12,6 +12,8 @@ docs/openapi.json (``python -m fotakit.api.openapi``; a test keeps them equal).
 from __future__ import annotations
 
 import asyncio
+import functools
+from datetime import timedelta
 from pathlib import Path
 from typing import Annotated, Any, Final
 
@@ -86,7 +88,13 @@ async def create_token(ctx: Ctx, body: models.TokenCreate) -> dict[str, Any]:
     """Create a token; its secret is in this answer only."""
     try:
         info, plaintext = await asyncio.to_thread(
-            _tokens(ctx).create, body.name, Role.parse(body.role)
+            functools.partial(
+                _tokens(ctx).create,
+                body.name,
+                Role.parse(body.role),
+                expires_at=body.expires_at,
+                expires_in=None if body.expires_in is None else timedelta(seconds=body.expires_in),
+            )
         )
     except ValueError as exc:
         raise ApiProblem(422, str(exc), kind="validation") from None
