@@ -30,8 +30,11 @@ import base64
 import enum
 import hashlib
 import hmac
+import math
 import os
+import re
 import secrets
+from collections import Counter
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -67,6 +70,7 @@ __all__ = [
     "Role",
     "TokenInfo",
     "TokenStore",
+    "check_admin_seed",
     "hash_token",
     "new_token",
     "require",
@@ -74,6 +78,10 @@ __all__ = [
 ]
 
 ADMIN_TOKEN_ENV: Final = "FOTAKIT_ADMIN_TOKEN"
+MIN_SEED_LEN: Final = 32
+MIN_SEED_BITS: Final = 128
+# RFC 6750 §2.1: the characters a Bearer credential (b64token) may have.
+_B64TOKEN: Final = re.compile(r"[A-Za-z0-9\-._~+/]+=*")
 TOKEN_PREFIX: Final = "fk_"
 _MAX_TOKEN_LEN: Final = 512
 
@@ -101,6 +109,35 @@ ROLE_NAMES: Final = tuple(r.label for r in Role)
 def new_token() -> str:
     """A fresh token: ``fk_`` + 32 random bytes, URL-safe base64 without padding."""
     return TOKEN_PREFIX + base64.urlsafe_b64encode(secrets.token_bytes(32)).decode().rstrip("=")
+
+
+def seed_entropy_bits(token: str) -> float:
+    """An estimate of a token's entropy: its length times the Shannon entropy of its own
+    character frequencies. Crude (it cannot see words or patterns) but it catches the
+    weak ones: ``admin`` 12 bits, 64 ``a`` 0, 32 hex digits ~115, a fresh ``fk_`` token
+    ~230. A random 32-byte value in hex (64 digits) or base64 (43) scores 190-250."""
+    counts = Counter(token)
+    n = len(token)
+    return n * sum(c / n * math.log2(n / c) for c in counts.values()) if n else 0.0
+
+
+def check_admin_seed(token: str) -> None:
+    """Refuse a ``FOTAKIT_ADMIN_TOKEN`` that is short or guessable (ValueError saying the
+    rule): at least :data:`MIN_SEED_LEN` Bearer token characters (RFC 6750 §2.1) with an
+    estimated :data:`MIN_SEED_BITS` bits of entropy (:func:`seed_entropy_bits`)."""
+    rule = (
+        f"{ADMIN_TOKEN_ENV} must be at least {MIN_SEED_LEN} characters of A-Z a-z 0-9 "
+        f"-._~+/ with an estimated entropy of at least {MIN_SEED_BITS} bits "
+        "(e.g. `openssl rand -base64 32` or `openssl rand -hex 32`; or unset it and the "
+        "server makes one)"
+    )
+    if _B64TOKEN.fullmatch(token) is None:
+        raise ValueError(f"{rule}: it has other characters")
+    if len(token) < MIN_SEED_LEN:
+        raise ValueError(f"{rule}: it has {len(token)}")
+    bits = seed_entropy_bits(token)
+    if bits < MIN_SEED_BITS:
+        raise ValueError(f"{rule}: it has about {bits:.0f} bits")
 
 
 def hash_token(token: str) -> str:
@@ -278,14 +315,17 @@ class TokenStore:
 
     def ensure_admin(self) -> str | None:
         """Create the admin token named "admin" if no admin token exists; its plaintext
-        then (to print once), else None. ``FOTAKIT_ADMIN_TOKEN`` seeds its value."""
+        then (to print once), else None. ``FOTAKIT_ADMIN_TOKEN`` seeds its value; a weak
+        one is refused (:func:`check_admin_seed`, ValueError) whether or not it is used."""
+        seeded = os.environ.get(ADMIN_TOKEN_ENV) or None
+        if seeded is not None:
+            check_admin_seed(seeded)
         with self._engine.begin() as conn:
             found = conn.execute(
                 select(_TOKENS.c.id).where(_TOKENS.c.role == Role.ADMIN.label).limit(1)
             ).first()
         if found is not None:
             return None
-        seeded = os.environ.get(ADMIN_TOKEN_ENV) or None
         _, plaintext = self.create("admin", Role.ADMIN, token=seeded)
         return plaintext
 
