@@ -132,6 +132,15 @@ def server(
         bool,
         typer.Option("--http/--no-http", help="Serve HTTP (REST API, dashboard, /fw) at all."),
     ] = True,
+    http_head_timeout: Annotated[
+        float,
+        typer.Option(
+            help="Seconds an HTTP client has to send a whole request head; a connection "
+            "still sending one then is closed (slow or half-open clients).",
+            envvar="FOTAKIT_HTTP_HEAD_TIMEOUT",
+            min=0.1,
+        ),
+    ] = 10.0,
     trust: Annotated[
         FsPath | None,
         typer.Option(
@@ -188,6 +197,7 @@ def server(
     ] = 1,
 ) -> None:
     """Run the LwM2M server in the foreground; one log line per registration event."""
+    from fotakit.api.auth import ADMIN_TOKEN_ENV, check_admin_seed
     from fotakit.coap import TransportParams
     from fotakit.repository.runner import is_wildcard, run_server_with_repository
     from fotakit.server import ServerConfig
@@ -202,6 +212,13 @@ def server(
             "the name or address devices reach this server at"
         )
         raise typer.Exit(2)
+    seed = os.environ.get(ADMIN_TOKEN_ENV) or None
+    if seed is not None and http:
+        try:
+            check_admin_seed(seed)
+        except ValueError as exc:  # refused before anything starts or is stored
+            err_console.print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)
+            raise typer.Exit(2) from exc
     try:
         url = _resolve_db(data_dir, db)
     except typer.BadParameter as exc:
@@ -232,6 +249,7 @@ def server(
                 repository_dir,
                 http_host=http_host,
                 http_port=http_port if http else None,
+                http_head_timeout=http_head_timeout,
                 trust=anchors,
                 updates=updates,
                 node_id=node_id,

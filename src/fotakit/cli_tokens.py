@@ -8,8 +8,10 @@ token once: only its SHA-256 is stored.
 
 from __future__ import annotations
 
+import re
+from datetime import timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Final
 
 import typer
 from rich.console import Console
@@ -50,6 +52,13 @@ def _open(data_dir: Path | None, db: str | None) -> TokenStore:
 def create(
     name: Annotated[str, typer.Argument(help="A name for the token (1-64 characters).")],
     role: Annotated[str, typer.Option(help="viewer, operator or admin.")] = "viewer",
+    expires_in: Annotated[
+        str | None,
+        typer.Option(
+            help="Lifetime of the token: a number of seconds, or with a unit: 90m, 12h, 30d, "
+            "2w (default: it never expires)."
+        ),
+    ] = None,
     data_dir: DataDirOption = None,
     db: DbOption = None,
 ) -> None:
@@ -58,17 +67,36 @@ def create(
 
     try:
         parsed = Role.parse(role)
+        lifetime = None if expires_in is None else parse_lifetime(expires_in)
     except ValueError as exc:
         raise _fail(str(exc), 2) from exc
     store = _open(data_dir, db)
     try:
-        info, plaintext = store.create(name, parsed)
+        info, plaintext = store.create(name, parsed, expires_in=lifetime)
     except ValueError as exc:
         raise _fail(str(exc), 2) from exc
     finally:
         store.close()
-    err_console.print(f"created token {info.id} ({info.name}, {info.role.label})")
+    until = "" if info.expires_at is None else f", expires {info.expires_at.isoformat()}"
+    err_console.print(f"created token {info.id} ({info.name}, {info.role.label}{until})")
     print(plaintext)
+
+
+_UNITS: Final = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+_LIFETIME = re.compile(r"([0-9]{1,9})\s*([smhdw]?)")
+
+
+def parse_lifetime(text: str) -> timedelta:
+    """``--expires-in``: seconds, or a number with a unit (s, m, h, d, w); positive."""
+    match = _LIFETIME.fullmatch(text.strip().lower())
+    if match is None:
+        raise ValueError(
+            f"--expires-in {text!r}: give seconds or a number with a unit: 90m, 12h, 30d, 2w"
+        )
+    seconds = int(match[1]) * _UNITS[match[2] or "s"]
+    if seconds <= 0:
+        raise ValueError(f"--expires-in {text!r}: a token's lifetime must be positive")
+    return timedelta(seconds=seconds)
 
 
 @tokens_app.command("list")
@@ -79,9 +107,13 @@ def list_tokens(data_dir: DataDirOption = None, db: DbOption = None) -> None:
         infos = store.list()
     finally:
         store.close()
-    table = Table("id", "name", "role", "created")
+    table = Table("id", "name", "role", "created", "expires")
     for info in infos:
-        table.add_row(info.id, info.name, info.role.label, info.created_at.isoformat())
+        if info.expires_at is None:
+            expires = "never"
+        else:
+            expires = info.expires_at.isoformat() + (" (expired)" if info.expired() else "")
+        table.add_row(info.id, info.name, info.role.label, info.created_at.isoformat(), expires)
     console.print(table)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import ssl
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -19,9 +20,12 @@ from test_download_helpers import (
     package_bytes,
     range_ignoring_app,
     served_bytes,
+    truncating_http_server,
 )
 
 from fotakit.agent.download import (
+    HTTP_CHUNK,
+    MAX_RESTARTS,
     Backoff,
     Downloader,
     DownloadError,
@@ -296,6 +300,36 @@ async def test_http_server_ignoring_range_restarts_from_zero(sink: FileSink) -> 
             await downloader.download(uri, sink, resume=resume)
     assert sink.data() == body
     assert downloader.stats.restarts == 1 and sink.writes[1][0] == 0
+
+
+async def test_a_server_claiming_a_long_body_ending_early_ignoring_range_gives_4(
+    sink: FileSink,
+) -> None:
+    sent = bytes(range(256)) * 800  # 204800 bytes of a claimed 1 MB, again and again
+    kept = len(sent) // HTTP_CHUNK * HTTP_CHUNK  # whole chunks reach the sink; then the cut
+    async with truncating_http_server(sent, claimed=1_000_000) as (port, ranges):
+        uri = f"http://127.0.0.1:{port}/fw/lying"
+        backoff = Backoff(initial=0.01, max_delay=0.02)
+        async with Downloader(backoff=backoff, seed=1, max_size=2_000_000) as downloader:
+            with pytest.raises(DownloadError) as caught:
+                await asyncio.wait_for(downloader.download(uri, sink), 30)
+    assert caught.value.result is UpdateResult.CONNECTION_LOST
+    assert f"restarted {MAX_RESTARTS + 1} times" in str(caught.value)
+    # the first GET, then one ranged GET per restart: each got 200 from zero
+    assert ranges == [""] + [f"bytes={kept}-"] * (MAX_RESTARTS + 1)
+    assert downloader.stats.restarts == MAX_RESTARTS + 1
+    assert caught.value.progress is not None and caught.value.progress.offset == kept
+
+
+async def test_a_claimed_length_beyond_the_slot_gives_2_at_the_first_response(
+    sink: FileSink,
+) -> None:
+    async with truncating_http_server(b"x" * 1000, claimed=1_000_000) as (port, ranges):
+        async with Downloader(max_size=500_000) as downloader:
+            with pytest.raises(DownloadError) as caught:
+                await asyncio.wait_for(downloader.download(f"http://127.0.0.1:{port}/fw", sink), 30)
+    assert caught.value.result is UpdateResult.NOT_ENOUGH_FLASH
+    assert ranges == [""] and sink.written == 0
 
 
 async def test_http_offset_past_the_end_416_restarts(

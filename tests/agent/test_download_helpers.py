@@ -166,6 +166,37 @@ def range_ignoring_app(data: bytes, etag: str) -> Starlette:
     return Starlette(routes=[Route("/fw", whole)])
 
 
+@asynccontextmanager
+async def truncating_http_server(sent: bytes, claimed: int) -> AsyncIterator[tuple[int, list[str]]]:
+    """A misbehaving HTTP/1.1 server on 127.0.0.1: every GET gets 200 with
+    ``Content-Length: claimed`` (Range ignored), only ``sent`` of the body, then the
+    connection closed. Yields the port and the Range header of every request (or "")."""
+    ranges: list[str] = []
+
+    async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            head = (await reader.readuntil(b"\r\n\r\n")).decode("latin-1").lower()
+            found = [ln for ln in head.split("\r\n") if ln.startswith("range:")]
+            ranges.append(found[0].partition(":")[2].strip() if found else "")
+            writer.write(
+                f'HTTP/1.1 200 OK\r\nContent-Length: {claimed}\r\nETag: "lying"\r\n'
+                "Content-Type: application/octet-stream\r\n\r\n".encode()
+                + sent
+            )
+            await writer.drain()
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass
+        finally:
+            writer.close()
+
+    server = await asyncio.start_server(answer, "127.0.0.1", 0)
+    try:
+        yield server.sockets[0].getsockname()[1], ranges
+    finally:
+        server.close()
+        await server.wait_closed()
+
+
 class FileSink:
     """A file-backed DownloadSink that records every write and truncate."""
 

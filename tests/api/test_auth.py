@@ -132,6 +132,9 @@ def test_tokens_are_stored_hashed_only(tmp_path: Path) -> None:
         assert hash_token(plaintext) in text
 
 
+SEED = "fk_Q2l0eS1vZi1zdGFycy1hbmQtd2luZHMtNzM5MTQ2ODI"  # long and varied enough
+
+
 def test_ensure_admin_once_and_seeded(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv(ADMIN_TOKEN_ENV, raising=False)
     url = default_db_url(tmp_path / "a")
@@ -148,11 +151,11 @@ def test_ensure_admin_once_and_seeded(tmp_path: Path, monkeypatch: pytest.Monkey
         assert store.ensure_admin() is None
     finally:
         store.close()
-    monkeypatch.setenv(ADMIN_TOKEN_ENV, "fk_demo-token")
+    monkeypatch.setenv(ADMIN_TOKEN_ENV, SEED)
     store = TokenStore.open(default_db_url(tmp_path / "b"))
     try:
-        assert store.ensure_admin() == "fk_demo-token"
-        assert store.verify("fk_demo-token") is not None
+        assert store.ensure_admin() == SEED
+        assert store.verify(SEED) is not None
     finally:
         store.close()
 
@@ -214,3 +217,28 @@ async def test_dashboard_files_need_no_token(tmp_path: Path) -> None:
         transport=httpx.ASGITransport(app=empty), base_url="http://x"
     ) as c:
         assert "not installed" in assert_problem(await c.get("/"), 404)["detail"]
+
+
+@pytest.mark.parametrize(
+    ("seed", "why"),
+    [
+        ("admin", "it has 5"),
+        ("fk_demo-token", "it has 13"),
+        ("a" * 64, "about 0 bits"),
+        ("0123456789abcde" * 2 + "01", "about 124 bits"),  # 32 characters of 15 kinds
+        ("ab" * 40, "about 80 bits"),
+        ("fk_a token with spaces and enough length to pass", "other characters"),
+    ],
+)
+def test_a_weak_admin_seed_is_refused_saying_the_rule(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, seed: str, why: str
+) -> None:
+    monkeypatch.setenv(ADMIN_TOKEN_ENV, seed)
+    store = TokenStore.open(default_db_url(tmp_path / "w"))
+    try:
+        with pytest.raises(ValueError, match="at least 32 characters") as refused:
+            store.ensure_admin()
+        assert why in str(refused.value) and "least 128 bits" in str(refused.value)
+        assert store.list() == []  # nothing stored
+    finally:
+        store.close()

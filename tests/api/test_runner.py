@@ -21,6 +21,7 @@ from fotakit.packages.keys import write_key_pair
 from fotakit.repository.runner import run_server_with_repository
 from fotakit.server import LwM2MServer, ServerConfig
 
+SEED = "fk_c2VlZGVkLWZvci10aGUtcnVubmVyLXRlc3QtOTE4MjczNjQ1"
 TOKEN_LINE = re.compile(r"admin token \(store it now, it is not shown again\): (fk_\S+)")
 FOTAKIT = str(Path(sys.executable).with_name("fotakit"))
 
@@ -90,10 +91,10 @@ async def test_runner_serves_the_api_and_prints_the_admin_token_once(
 async def test_runner_without_updates_or_trust(
     tmp_path: Path, sqlite_url: str, monkeypatch: Any
 ) -> None:
-    monkeypatch.setenv(ADMIN_TOKEN_ENV, "fk_seeded-for-test")
+    monkeypatch.setenv(ADMIN_TOKEN_ENV, SEED)
     stop, task, port = await _run(tmp_path, sqlite_url, updates=False)
     try:
-        headers = {"Authorization": "Bearer fk_seeded-for-test"}
+        headers = {"Authorization": f"Bearer {SEED}"}
         async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", headers=headers) as c:
             body = assert_problem(await c.get("/api/v1/campaigns"), 503)
             assert "update service" in body["detail"]
@@ -116,6 +117,23 @@ async def test_server_command_with_a_bad_trust_path_exits_2(tmp_path: Path) -> N
     _, err = await asyncio.wait_for(proc.communicate(), 60)
     assert proc.returncode == 2
     assert b"cannot load trust anchors" in err
+
+
+@pytest.mark.parametrize("weak", ["admin", "x" * 40, "fk_seeded-for-test"])
+async def test_server_command_refuses_a_weak_admin_token_with_exit_2(
+    tmp_path: Path, weak: str
+) -> None:
+    proc = await asyncio.create_subprocess_exec(
+        FOTAKIT, "server", "--port", "0", "--http-port", "0", "--data-dir", str(tmp_path),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        env={**os.environ, ADMIN_TOKEN_ENV: weak},
+    )  # fmt: skip
+    _, err = await asyncio.wait_for(proc.communicate(), 60)
+    assert proc.returncode == 2, err
+    assert b"FOTAKIT_ADMIN_TOKEN must be at least 32 characters" in err
+    assert b"at least 128 bits" in err
+    assert not (tmp_path / "fotakit.db").exists()  # refused before anything is stored
 
 
 async def test_server_command_prints_token_and_dashboard_url(tmp_path: Path) -> None:

@@ -204,3 +204,29 @@ async def test_a_key_copied_into_the_trust_dir_while_running_is_trusted(tmp_path
         shutil.copy(keys / "release.pub.pem", data / "trust")
         status, body = await asyncio.to_thread(_upload, http_port, token, package)
         assert status == 201, body
+
+
+async def test_http_head_timeout_from_the_command_line_closes_a_half_open_connection(
+    tmp_path: Path,
+) -> None:
+    """``--http-head-timeout`` reaches the HTTP side: a client that never finishes its
+    request head gets 408 and a closed connection within the bound (docs/repository.md)."""
+    async with _server(
+        tmp_path, "--data-dir", str(tmp_path / "data"), "--http-head-timeout", "0.5"
+    ) as (server, _):
+        http_port = int((await server.wait_for(HTTP_LISTENING)).group(1))
+        reader, writer = await asyncio.open_connection("127.0.0.1", http_port)
+        try:
+            writer.write(b"GET /api/v1/health HTTP/1.1\r\nHost: x\r\n")  # no blank line
+            answer = await asyncio.wait_for(reader.read(), 0.5 + 5)
+        finally:
+            writer.close()
+        assert answer.startswith(b"HTTP/1.1 408 Request Timeout\r\n")
+
+
+async def test_http_head_timeout_must_be_positive(tmp_path: Path) -> None:
+    code, _, err = await _run_to_exit(
+        tmp_path, "server", "--port", "0", "--http-port", "0", "--http-head-timeout", "0",
+        "--data-dir", str(tmp_path / "data"),
+    )  # fmt: skip
+    assert code == 2 and "--http-head-timeout" in err

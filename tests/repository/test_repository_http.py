@@ -18,7 +18,14 @@ from repo_helpers import BuildFn, payload_of, skip_or_fail
 
 from fotakit.packages import TrustStore, verify_package
 from fotakit.repository import Form, PackageRecord, Repository
-from fotakit.repository.http import Problem, create_http_app, parse_range, serve_http
+from fotakit.repository.http import (
+    MAX_RANGE_SPECS,
+    MAX_RANGES,
+    Problem,
+    create_http_app,
+    parse_range,
+    serve_http,
+)
 
 TIMEOUT = 10.0
 
@@ -304,3 +311,91 @@ def test_parse_range_returns_exactly_the_bytes_asked_for(size: int, data: st.Dat
     ranges = parse_range(f"bytes={first}-{last}", size)
     assert ranges is not None
     assert [(r.first, r.last) for r in ranges] == [(first, min(last, size - 1))]
+
+
+@pytest.mark.parametrize(
+    ("header", "status", "span"),
+    [
+        ("bytes=0-" + "9" * 5000, 206, (0, None)),  # a last-pos past any file: to the end
+        ("bytes=" + "9" * 5000 + "-", 416, None),  # a first-pos past the end
+        ("bytes=-" + "9" * 5000, 206, (0, None)),  # a suffix longer than the file: all of it
+        ("bytes=" + "0" * 5000 + "7-9", 206, (7, 9)),  # leading zeros are still a number
+        ("bytes=" + "9" * 5000 + "-1", 200, None),  # last < first: invalid, ignored
+    ],
+)
+async def test_positions_of_any_length_never_fail_the_request(
+    base_url: str,
+    http: httpx.AsyncClient,
+    package: tuple[PackageRecord, bytes],
+    header: str,
+    status: int,
+    span: tuple[int, int | None] | None,
+) -> None:
+    record, data = package
+    response = await http.get(_url(base_url, record), headers={"Range": header})
+    assert response.status_code == status
+    if status == 200:
+        assert response.content == data
+    if span is not None:
+        first, last = span
+        end = len(data) - 1 if last is None else last
+        assert response.content == data[first : end + 1]
+        assert response.headers["content-range"] == f"bytes {first}-{end}/{len(data)}"
+
+
+@pytest.mark.parametrize(
+    ("header", "expected"),
+    [
+        (",".join(["bytes=0-"] + ["0-"] * 15), [(0, None)]),  # 16 x the whole file: once
+        ("bytes=0-99,50-149,150-199", [(0, 199)]),  # overlapping and adjacent: one range
+        ("bytes=100-109,0-9,5-20", [(100, 109), (0, 20)]),  # merged ones keep their place
+        ("bytes=0-9, ,20-29", [(0, 9), (20, 29)]),  # an empty list element is skipped
+    ],
+)
+async def test_overlapping_ranges_are_coalesced_so_no_byte_is_sent_twice(
+    base_url: str,
+    http: httpx.AsyncClient,
+    package: tuple[PackageRecord, bytes],
+    header: str,
+    expected: list[tuple[int, int | None]],
+) -> None:
+    record, data = package
+    size = len(data)
+    spans = [(first, size - 1 if last is None else last) for first, last in expected]
+    response = await http.get(_url(base_url, record), headers={"Range": header})
+    assert response.status_code == 206
+    if len(spans) == 1:
+        ((first, last),) = spans
+        assert response.headers["content-range"] == f"bytes {first}-{last}/{size}"
+        assert response.content == data[first : last + 1]
+        return
+    boundary = response.headers["content-type"].partition("; boundary=")[2]
+    parts = response.content.split(f"--{boundary}".encode())[1:-1]
+    heads = [part.partition(b"\r\n\r\n")[0].decode() for part in parts]
+    bodies = [part.partition(b"\r\n\r\n")[2].removesuffix(b"\r\n") for part in parts]
+    assert bodies == [data[first : last + 1] for first, last in spans]
+    for head, (first, last) in zip(heads, spans, strict=True):
+        assert f"Content-Range: bytes {first}-{last}/{size}" in head
+    assert len(response.content) < 2 * size
+
+
+@pytest.mark.parametrize("count", [MAX_RANGES + 1, MAX_RANGE_SPECS + 1])
+async def test_too_many_ranges_get_the_whole_body_once(
+    base_url: str, http: httpx.AsyncClient, package: tuple[PackageRecord, bytes], count: int
+) -> None:
+    record, data = package
+    header = "bytes=" + ",".join(f"{i * 100}-{i * 100 + 9}" for i in range(count))
+    response = await http.get(_url(base_url, record), headers={"Range": header})
+    assert response.status_code == 200
+    assert response.content == data
+
+
+def test_non_ascii_digits_are_not_digit_and_the_range_is_ignored() -> None:
+    assert parse_range("bytes=\u0661-\u0662", 10) is None  # ARABIC-INDIC ONE, TWO
+    assert parse_range("bytes=0-1\u00a0", 10) is None  # NO-BREAK SPACE is not OWS
+
+
+def test_as_many_distinct_ranges_as_allowed_are_served() -> None:
+    header = "bytes=" + ",".join(f"{i * 100}-{i * 100 + 9}" for i in range(MAX_RANGES))
+    ranges = parse_range(header, 10_000)
+    assert ranges is not None and len(ranges) == MAX_RANGES

@@ -17,6 +17,9 @@ decide what to do with the outcome.
   ``If-Range: <strong ETag>`` (RFC 9110 §14.2, §13.1.5). 206 continues at the offset;
   200 means the server ignored the range or the representation changed: restart from 0;
   416 means the offset is past the end (a changed, shorter representation): restart.
+  Every restart from zero, of either protocol, counts against :data:`MAX_RESTARTS`; past
+  it the download fails with result 4 (a Content-Length beyond ``max_size`` gives 2 at
+  once).
 * ``coaps://`` and CoAP over TCP/TLS: result 9 until fotakit has DTLS/TCP. Any other
   scheme: 9. A URI that does not parse, has no host, or is longer than the resource's
   255 bytes: 7.
@@ -284,7 +287,6 @@ class Downloader:
             state.offset, state.etag, state.total = resume.offset, resume.etag, resume.total
         self._reported = state.offset
         failures = 0
-        restarts = 0
         last_progress_at = loop.time()
         try:
             for _ in range(MAX_ATTEMPTS):
@@ -298,15 +300,7 @@ class Downloader:
                     self._report(state, final=True)
                     return state.progress()
                 except _Restart as exc:
-                    restarts += 1
-                    self.stats.restarts += 1
-                    log.info("%s: restarting from zero: %s", uri, exc)
-                    if restarts > MAX_RESTARTS:
-                        raise DownloadError(
-                            UpdateResult.CONNECTION_LOST,
-                            f"{uri}: restarted {restarts} times ({exc})",
-                            state.progress(),
-                        ) from exc
+                    self._count_restart(state, str(exc))
                     state.offset, state.etag, state.total = 0, None, None
                     sink.truncate(0)
                     self._reported = -1
@@ -335,6 +329,23 @@ class Downloader:
             raise DownloadError(UpdateResult.CONNECTION_LOST, f"{uri}: too many attempts")
         finally:
             self.stats.elapsed = loop.time() - started
+
+    def _count_restart(self, state: _State, why: str) -> None:
+        """Count a restart from zero against :data:`MAX_RESTARTS`; past it, result 4.
+
+        Every kind counts, the 200 that answers a ranged request too: re-fetching bytes
+        already had is no progress, so a server that claims a long body, ends it early
+        and ignores Range would otherwise be downloaded again for ever (each time the
+        bytes arrive, the retry budget is reset as if the download moved on)."""
+        state.restarts += 1
+        self.stats.restarts += 1
+        log.info("%s: restarting from zero: %s", state.uri, why)
+        if state.restarts > MAX_RESTARTS:
+            raise DownloadError(
+                UpdateResult.CONNECTION_LOST,
+                f"{state.uri}: restarted {state.restarts} times ({why})",
+                state.progress(),
+            )
 
     def _report(self, state: _State, *, final: bool = False) -> None:
         if self.on_progress is None:
@@ -564,8 +575,8 @@ class Downloader:
                 raise _Restart("ETag changed")
             total = None if match.group(3) == "*" else int(match.group(3))
         else:
-            if state.offset:
-                self.stats.restarts += 1  # range ignored or representation changed
+            if state.offset:  # range ignored or representation changed
+                self._count_restart(state, f"HTTP 200 to a range from {state.offset}")
                 state.offset = 0
                 sink.truncate(0)
                 self._reported = -1
@@ -607,6 +618,7 @@ class _State:
     total: int | None = None
     progressed: bool = False
     progressed_at: float | None = None
+    restarts: int = 0  # from zero, of every kind (see Downloader._count_restart)
 
     def progress(self) -> DownloadProgress:
         return DownloadProgress(self.uri, self.offset, self.etag, self.total)

@@ -12,6 +12,8 @@ docs/openapi.json (``python -m fotakit.api.openapi``; a test keeps them equal).
 from __future__ import annotations
 
 import asyncio
+import functools
+from datetime import timedelta
 from pathlib import Path
 from typing import Annotated, Any, Final
 
@@ -35,6 +37,7 @@ from fotakit.api.problems import (
     install_handlers,
     not_found,
 )
+from fotakit.api.security import DASHBOARD_POLICY, SecurityHeadersMiddleware, docs_policy
 
 DEFAULT_DASHBOARD: Final = Path(__file__).resolve().parent.parent / "dashboard" / "static"
 SWAGGER_DIR: Final = Path(fastapi_offline.__file__).resolve().parent / "static"
@@ -86,7 +89,13 @@ async def create_token(ctx: Ctx, body: models.TokenCreate) -> dict[str, Any]:
     """Create a token; its secret is in this answer only."""
     try:
         info, plaintext = await asyncio.to_thread(
-            _tokens(ctx).create, body.name, Role.parse(body.role)
+            functools.partial(
+                _tokens(ctx).create,
+                body.name,
+                Role.parse(body.role),
+                expires_at=body.expires_at,
+                expires_in=None if body.expires_in is None else timedelta(seconds=body.expires_in),
+            )
         )
     except ValueError as exc:
         raise ApiProblem(422, str(exc), kind="validation") from None
@@ -115,21 +124,27 @@ def _dashboard(app: FastAPI, directory: Path) -> None:
         return FileResponse(page, media_type="text/html")
 
 
-def _swagger_ui(app: FastAPI) -> None:
+def _swagger_ui(app: FastAPI) -> str:
     """Swagger UI at ``/api/docs`` with its script, style sheet and icon served by this app
     (from the pinned ``fastapi-offline`` package, which ships swagger-ui-dist 5): FastAPI's
-    default page loads them from a CDN, and shows nothing on a server without internet."""
+    default page loads them from a CDN, and shows nothing on a server without internet.
+    Returns the page: it never changes, and its CSP allows its inline script by hash."""
     app.mount(SWAGGER_ASSETS, StaticFiles(directory=SWAGGER_DIR, check_dir=False), name="swagger")
-
-    @app.get("/api/docs", include_in_schema=False)
-    async def swagger_ui() -> HTMLResponse:
-        return get_swagger_ui_html(
+    page = bytes(
+        get_swagger_ui_html(
             openapi_url=f"{API_PREFIX}/openapi.json",
             title=f"{app.title} REST API",
             swagger_js_url=f"{SWAGGER_ASSETS}/swagger-ui-bundle.js",
             swagger_css_url=f"{SWAGGER_ASSETS}/swagger-ui.css",
             swagger_favicon_url=f"{SWAGGER_ASSETS}/favicon.png",
-        )
+        ).body
+    ).decode()
+
+    @app.get("/api/docs", include_in_schema=False)
+    async def swagger_ui() -> HTMLResponse:
+        return HTMLResponse(page)
+
+    return page
 
 
 def create_app(ctx: ApiContext) -> FastAPI:
@@ -164,8 +179,17 @@ def create_app(ctx: ApiContext) -> FastAPI:
         for route in create_http_app(ctx.repository).routes:
             app.router.routes.append(route)
     _dashboard(app, ctx.dashboard_dir or DEFAULT_DASHBOARD)
-    _swagger_ui(app)
+    docs_page = _swagger_ui(app)
     app.add_middleware(LimitsMiddleware)
+    app.add_middleware(
+        SecurityHeadersMiddleware,
+        pages=[
+            ("/", DASHBOARD_POLICY),
+            ("/ui", DASHBOARD_POLICY),
+            ("/ui/*", DASHBOARD_POLICY),
+            ("/api/docs", docs_policy(docs_page)),
+        ],
+    )
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:

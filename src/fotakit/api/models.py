@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, model_validator
 
 RoleName = Literal["viewer", "operator", "admin"]
 
@@ -44,6 +44,9 @@ class TokenOut(BaseModel):
     name: str
     role: RoleName
     created_at: str
+    expires_at: str | None = Field(
+        default=None, description="When the token stops working (UTC); null: never."
+    )
 
 
 class TokenCreated(TokenOut):
@@ -58,6 +61,22 @@ class TokenCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
     name: str = Field(min_length=1, max_length=64, pattern=r"\S")
     role: RoleName
+    expires_at: AwareDatetime | None = Field(
+        default=None,
+        description="When the token stops working (RFC 3339 with an offset, in the future).",
+    )
+    expires_in: int | None = Field(
+        default=None,
+        gt=0,
+        le=100 * 366 * 86400,
+        description="Seconds from now until the token stops working (instead of expires_at).",
+    )
+
+    @model_validator(mode="after")
+    def _one_expiry(self) -> TokenCreate:
+        if self.expires_at is not None and self.expires_in is not None:
+            raise ValueError("give expires_at or expires_in, not both")
+        return self
 
 
 class Fleet(BaseModel):

@@ -8,8 +8,13 @@ Implements the conditional and range requests of RFC 9110 for these immutable fi
 * ``Range`` (§14.2): single ranges, suffix ranges (``-500``), open ranges (``100-``) answer
   206 with ``Content-Range``; several ranges answer 206 ``multipart/byteranges``
   (§14.6); a range set none of whose ranges is satisfiable answers 416 with
-  ``Content-Range: bytes */<size>`` (§15.5.17). A syntactically invalid Range or more than
-  :data:`MAX_RANGES` ranges is ignored (§14.2 allows it): 200 with the full body.
+  ``Content-Range: bytes */<size>`` (§15.5.17). A syntactically invalid Range is ignored
+  (§14.2 allows it): 200 with the full body. Positions of any length are accepted; one
+  longer than :data:`_MAX_DIGITS` digits lies past the end of any representation.
+* Overlapping and adjacent ranges are coalesced (§15.3.7.2 allows it), so a request can
+  never make the server send a byte twice; a request of more than :data:`MAX_RANGE_SPECS`
+  range-specs, or of more than :data:`MAX_RANGES` ranges after coalescing, is ignored
+  (§14.2: a server MAY ignore a range-set of many ranges): 200 with the full body.
 * ``If-Range`` (§13.1.5): with an entity tag, strong comparison; with a date, an exact
   match of ``Last-Modified``. A mismatch ignores Range: 200 with the full body.
 * Errors are ``application/problem+json`` (RFC 9457).
@@ -38,14 +43,21 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
+from fotakit.repository.head_timeout import HEAD_TIMEOUT, head_timeout_protocol
 from fotakit.repository.records import Form, PackageRecord
 from fotakit.repository.repository import Repository
 
 log = logging.getLogger("fotakit.repository.http")
 
 CHUNK: Final = 1 << 16
-MAX_RANGES: Final = 16
-_RANGE_SPEC = re.compile(r"\s*(\d*)\s*-\s*(\d*)\s*")
+MAX_RANGES: Final = 8
+"""Most distinct ranges (after coalescing) one response serves; more: the whole body."""
+MAX_RANGE_SPECS: Final = 64
+"""Most range-specs parsed in one Range value; more: ignored without parsing them."""
+_MAX_DIGITS: Final = 18
+"""A position longer than this (leading zeros aside) exceeds any file: never int() it."""
+# RFC 9110 §14.1.1/§5.6.3: DIGIT and OWS are ASCII (``\d`` and ``\s`` would accept Unicode).
+_RANGE_SPEC = re.compile(r"[ \t]*([0-9]*)[ \t]*-[ \t]*([0-9]*)[ \t]*")
 
 
 class Problem(Exception):
@@ -77,16 +89,43 @@ class ByteRange:
         return self.last - self.first + 1
 
 
+def _position(text: str) -> int:
+    """A byte position; one too long for any file is 10**18 (past the end of every file)."""
+    digits = text.lstrip("0") or "0"
+    return int(digits) if len(digits) <= _MAX_DIGITS else 10**_MAX_DIGITS
+
+
+def _coalesce(ranges: list[ByteRange]) -> list[ByteRange]:
+    """Overlapping or adjacent ranges merged; the merged ranges keep the request's order.
+
+    RFC 9110 §15.3.7.2: a server MAY coalesce ranges that overlap, regardless of their
+    order in the request. Each merged range takes the place of its earliest member.
+    """
+    order = sorted(range(len(ranges)), key=lambda i: (ranges[i].first, ranges[i].last))
+    groups: list[tuple[int, ByteRange]] = []  # (earliest request index, merged range)
+    for i in order:
+        r = ranges[i]
+        if groups and r.first <= groups[-1][1].last + 1:
+            index, merged = groups[-1]
+            groups[-1] = (min(index, i), ByteRange(merged.first, max(merged.last, r.last)))
+        else:
+            groups.append((i, r))
+    return [r for _, r in sorted(groups, key=lambda g: g[0])]
+
+
 def parse_range(header: str, size: int) -> list[ByteRange] | None:
-    """The satisfiable ranges of a ``Range`` value; None if it is to be ignored.
+    """The satisfiable ranges of a ``Range`` value, coalesced; None if it is to be ignored.
 
     Raises :class:`Problem` 416 when the syntax is valid but no range is satisfiable.
     """
     unit, _, spec = header.partition("=")
     if unit.strip().lower() != "bytes" or not spec:
         return None
-    parts = spec.split(",")
-    if len(parts) > MAX_RANGES:
+    if spec.count(",") >= MAX_RANGE_SPECS:
+        return None
+    # RFC 9110 §5.6.1: a recipient accepts and ignores empty list elements ("0-9, ,20-29").
+    parts = [part for part in spec.split(",") if part.strip(" \t")]
+    if not parts:
         return None
     ranges: list[ByteRange] = []
     for part in parts:
@@ -95,14 +134,14 @@ def parse_range(header: str, size: int) -> list[ByteRange] | None:
             return None
         first_text, last_text = match.groups()
         if first_text:
-            first = int(first_text)
-            last = int(last_text) if last_text else size - 1
+            first = _position(first_text)
+            last = _position(last_text) if last_text else size - 1
             if last_text and last < first:
                 return None  # invalid range-spec: the whole header is ignored
             if first < size:
                 ranges.append(ByteRange(first, min(last, size - 1)))
         elif last_text:
-            suffix = int(last_text)
+            suffix = _position(last_text)
             if suffix > 0 and size > 0:
                 ranges.append(ByteRange(max(0, size - suffix), size - 1))
         else:
@@ -114,6 +153,9 @@ def parse_range(header: str, size: int) -> list[ByteRange] | None:
             f"no range of {header!r} lies within the {size} bytes of this representation",
             **{"Content-Range": f"bytes */{size}"},
         )
+    ranges = _coalesce(ranges)
+    if len(ranges) > MAX_RANGES:
+        return None
     return ranges
 
 
@@ -311,13 +353,20 @@ def create_http_app(repository: Repository) -> Starlette:
 
 
 class HttpServer:
-    """A uvicorn server running on the current event loop (no signal handlers of its own)."""
+    """A uvicorn server running on the current event loop (no signal handlers of its own).
 
-    def __init__(self, app: Any, host: str, port: int) -> None:
+    A client has ``head_timeout`` seconds to send each request head, else its connection
+    is closed (:mod:`fotakit.repository.head_timeout`).
+    """
+
+    def __init__(
+        self, app: Any, host: str, port: int, *, head_timeout: float = HEAD_TIMEOUT
+    ) -> None:
         config = uvicorn.Config(
             app,
             host=host,
             port=port,
+            http=head_timeout_protocol(head_timeout),
             lifespan="off",
             log_level="warning",
             access_log=False,
@@ -350,9 +399,13 @@ class HttpServer:
         await self._server.shutdown()
 
 
-async def serve_http(app: Any, host: str, port: int) -> HttpServer:
-    """Start serving ``app`` over HTTP on ``host:port`` (0: any free port); ``await stop()``."""
-    server = HttpServer(app, host, port)
+async def serve_http(
+    app: Any, host: str, port: int, *, head_timeout: float = HEAD_TIMEOUT
+) -> HttpServer:
+    """Start serving ``app`` over HTTP on ``host:port`` (0: any free port); ``await stop()``.
+
+    ``head_timeout``: seconds a client has to send a request head before it is closed."""
+    server = HttpServer(app, host, port, head_timeout=head_timeout)
     await server.start()
     log.info("HTTP delivery listening on %s:%d", host, server.port)
     return server

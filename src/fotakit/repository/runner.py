@@ -20,6 +20,7 @@ from collections.abc import Callable
 from fotakit.api import ApiContext, TokenStore, create_app, serve_api
 from fotakit.packages import TrustStore
 from fotakit.repository.coap import coap_resources
+from fotakit.repository.head_timeout import HEAD_TIMEOUT
 from fotakit.repository.http import HttpServer, create_http_app, serve_http
 from fotakit.repository.repository import Repository
 from fotakit.server import LwM2MServer, ServerConfig, run_server
@@ -51,6 +52,7 @@ async def run_server_with_repository(
     global_rate: BucketConfig | None = None,
     trust: str | os.PathLike[str] | TrustStore | None = None,
     api: bool = True,
+    http_head_timeout: float = HEAD_TIMEOUT,
 ) -> None:
     """Run the LwM2M server with ``/fw`` mounted, and HTTP delivery if ``http_port`` is set.
 
@@ -60,7 +62,7 @@ async def run_server_with_repository(
     start that fails prints (and stores) none. ``trust`` (a PEM file or directory of
     trusted signer keys, or a :class:`TrustStore`) lets REST uploads verify packages;
     without it they answer 503. With ``updates`` off, the campaign and job routes answer
-    503.
+    503. An HTTP client has ``http_head_timeout`` seconds to send each request head.
 
     With ``updates`` the update service (jobs and campaigns, :mod:`fotakit.updates`) runs
     in the same process on the same database; devices fetch packages from
@@ -75,13 +77,20 @@ async def run_server_with_repository(
     try:
         if http_port is not None and api:
             api_ctx = await _api_context(config, repository, node_id)
-            http = await serve_api(create_app(api_ctx), http_host or config.host, http_port)
+            http = await serve_api(
+                create_app(api_ctx),
+                http_host or config.host,
+                http_port,
+                head_timeout=http_head_timeout,
+            )
             host = http_host or config.host
             shown = "127.0.0.1" if is_wildcard(host) else host
             log.info("dashboard and REST API: http://%s:%d/", shown, http.port)
         elif http_port is not None:
             app = create_http_app(repository)
-            http = await serve_http(app, http_host or config.host, http_port)
+            http = await serve_http(
+                app, http_host or config.host, http_port, head_timeout=http_head_timeout
+            )
         mounted = dataclasses.replace(
             config, extra_resources=config.extra_resources + tuple(coap_resources(repository))
         )

@@ -10,6 +10,10 @@ export function h(tag, attrs = {}, ...children) {
       el.addEventListener(key.slice(2), value);
     } else if (key === "class") {
       el.className = value;
+    } else if (key === "style") {
+      // Through the CSSOM: the page's CSP (style-src 'self', docs/dashboard.md) refuses
+      // style attributes set as markup or with setAttribute.
+      el.style.cssText = String(value);
     } else if (value === true) {
       el.setAttribute(key, "");
     } else {
