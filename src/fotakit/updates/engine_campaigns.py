@@ -128,7 +128,7 @@ class CampaignRunner:
         node_id: str,
         clock: Callable[[], float] = time.time,
         tick_s: float = 1.0,
-        lease_s: float = 30.0,
+        lease_s: float = 7.0,
         resync_s: float = 5.0,
         global_rate: BucketConfig | None = None,
         inventory: Inventory | None = None,

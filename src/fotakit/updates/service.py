@@ -104,7 +104,7 @@ class UpdateService:
         base_uris: BaseUris | None = None,
         policy: JobPolicy | None = None,
         tick_s: float = 1.0,
-        lease_s: float = 30.0,
+        lease_s: float = 7.0,
         resync_s: float = 10.0,
         op_timeout_s: float = 120.0,
         poll_s: float = 60.0,
