@@ -58,7 +58,7 @@ async def running_node(
     name: str, root: Path, db_url: str, key: PrivateKey, tokens: TokenStore, token: str
 ) -> AsyncIterator[Node]:
     """One node: server + repository (the shared directory) + update service + REST API."""
-    async with running_site(root, db_url, key) as site:
+    async with running_site(root, db_url, key, node_id=name) as site:
         service = make_service(site, db_url, node_id=name, policy=POLICY)
         await service.start()
         ctx = ApiContext(
@@ -158,3 +158,5 @@ async def test_a_campaign_created_on_node_b_updates_the_devices_of_both_nodes(
         items = listed[n]["items"]
         assert {d["endpoint"] for d in items if d["online"]} == set(eps), (n, items)
         assert {d["endpoint"] for d in items if d["tags"] == ["beta"]} == set(beta), (n, items)
+        # the registration's owner, from the database on the other node
+        assert {d["endpoint"]: d["node"] for d in items} == home, (n, items)

@@ -93,9 +93,11 @@ def _device(
     record: DeviceRecord | None,
     reg: Registration | RegistrationRecord | None,
     view: DeviceView | None,
+    here: str,
 ) -> dict[str, Any]:
     """``reg``: this node's live registration of the device, else an unexpired one
-    another node stored (None: offline)."""
+    another node stored (None: offline); ``here``: this node's ID."""
+    node = here if isinstance(reg, Registration) else reg.node_id if reg is not None else None
     last_seen = reg.last_update if reg is not None else None
     if last_seen is not None and last_seen.tzinfo is None:  # naive from the database: UTC
         last_seen = last_seen.replace(tzinfo=UTC)
@@ -115,6 +117,7 @@ def _device(
         "queue_mode": bool(reg.queue_mode) if reg is not None else False,
         "address": _hostinfo(reg) if reg is not None else None,
         "registration_id": reg.registration_id if reg is not None else None,
+        "node": node,
         "last_seen": iso(last_seen),
     }
 
@@ -131,7 +134,10 @@ async def _all_devices(ctx: ApiContext) -> list[dict[str, Any]]:
     regs.update(server.registrations)  # this node's own: the freshest
     endpoints = sorted(set(records) | set(regs))
     views = await _views(ctx, endpoints)
-    return [_device(ep, records.get(ep), regs.get(ep), views.get(ep)) for ep in endpoints]
+    return [
+        _device(ep, records.get(ep), regs.get(ep), views.get(ep), server.node_id)
+        for ep in endpoints
+    ]
 
 
 async def _registration_of(
@@ -156,7 +162,7 @@ async def _one_device(ctx: ApiContext, endpoint: str) -> dict[str, Any]:
     if reg is None and record is None:
         raise not_found("device", endpoint)
     views = await _views(ctx, [endpoint])
-    return _device(endpoint, record, reg, views.get(endpoint))
+    return _device(endpoint, record, reg, views.get(endpoint), server.node_id)
 
 
 def _registration_json(reg: Registration | RegistrationRecord) -> dict[str, Any]:
