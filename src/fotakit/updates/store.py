@@ -1084,7 +1084,8 @@ class UpdateStore:
 
     def orphaned_endpoints(self, node_id: str, now: float, *, limit: int = 10_000) -> list[str]:
         """Devices with an active job another node claimed and stopped renewing (its
-        lease ran out before ``now``: that node died or hangs), by endpoint. The node a
+        lease ran out before ``now``: that node died or hangs), by endpoint; campaign
+        members not started yet are left to the campaign runner. The node a
         device is registered with claims them (docs/operator-guide.md "Several processes
         on PostgreSQL")."""
         with self._read() as conn:
@@ -1095,6 +1096,8 @@ class UpdateStore:
                     _JOBS.c.owner.is_not(None),
                     _JOBS.c.owner != node_id,
                     _JOBS.c.lease_until < now,
+                    # campaign members not started yet are the campaign's to hand out
+                    or_(_JOBS.c.state != "pending", _JOBS.c.campaign_id.is_(None)),
                 )
                 .order_by(_JOBS.c.endpoint)
                 .limit(limit)
