@@ -138,3 +138,31 @@ async def test_sigterm_stops_the_server_cleanly(db_url: str, spawn: object) -> N
     proc, _ = await spawn(db_url)  # type: ignore[operator]
     proc.send_signal(signal.SIGTERM)
     assert await asyncio.wait_for(proc.wait(), 10) == 0
+
+
+async def test_a_node_loads_back_only_its_own_registrations(
+    db_url: str, device: FakeDevice
+) -> None:
+    """Several processes share the database: each stores its node ID with the
+    registrations it holds and, restarted, takes back only those (docs/operator-guide.md
+    "Several processes on PostgreSQL")."""
+    a = LwM2MServer(make_config(db_url, node_id="node-a"))
+    await a.start()
+    try:
+        await device.register(a.port, "on-a", lifetime=300)
+    finally:
+        await a.stop()
+    b = LwM2MServer(make_config(db_url, node_id="node-b"))
+    await b.start()
+    try:
+        await device.register(b.port, "on-b", lifetime=300)
+        stored = {r.endpoint: r.node_id for r in await b.store.list_registrations()}
+    finally:
+        await b.stop()
+    assert stored == {"on-a": "node-a", "on-b": "node-b"}
+    again = LwM2MServer(make_config(db_url, node_id="node-a"))
+    await again.start()
+    try:
+        assert set(again.registrations) == {"on-a"}
+    finally:
+        await again.stop()

@@ -119,27 +119,27 @@ def _assert_survivor_is_stored(db_url: str) -> None:
         assert store.get_device("urn:dev:survivor") is not None
 
 
-def test_new_database_records_schema_version_3(db_url: str) -> None:
+def test_new_database_records_schema_version_4(db_url: str) -> None:
     Store.open(db_url).close()
 
-    assert SCHEMA_VERSION == 3
-    assert _sql(db_url, "SELECT id, version FROM schema_version") == [[(1, 3)]]
+    assert SCHEMA_VERSION == 4
+    assert _sql(db_url, "SELECT id, version FROM schema_version") == [[(1, 4)]]
 
 
 def test_database_from_a_newer_fotakit_is_refused_untouched(db_url: str) -> None:
     with Store.open(db_url) as store:
         store.upsert_registration(make_registration("ep"))
-    _sql(db_url, "UPDATE schema_version SET version = 4", "DROP TABLE pending_requests")
+    _sql(db_url, "UPDATE schema_version SET version = 5", "DROP TABLE pending_requests")
 
     with pytest.raises(
         SchemaVersionError,
-        match="schema version 4, but this fotakit supports only version 3: upgrade fotakit",
+        match="schema version 5, but this fotakit supports only version 4: upgrade fotakit",
     ) as info:
         Store.open(db_url)
 
-    assert (info.value.found, info.value.supported) == (4, 3)
+    assert (info.value.found, info.value.supported) == (5, 4)
     assert "pending_requests" not in _tables(db_url)
-    assert _sql(db_url, "SELECT version FROM schema_version") == [[(4,)]]
+    assert _sql(db_url, "SELECT version FROM schema_version") == [[(5,)]]
 
 
 def test_database_with_fotakit_tables_but_no_version_is_refused(db_url: str) -> None:

@@ -27,6 +27,7 @@ from e2e_helpers import (
 )
 
 from fotakit.packages import generate_key
+from fotakit.store import Store
 from fotakit.updates.campaign import CampaignSpec, WaveSpec
 from fotakit.updates.records import reason_key, state_key
 from fotakit.updates.store import UpdateStore
@@ -73,6 +74,8 @@ async def test_two_server_processes_run_one_campaign_on_postgresql(
             await fleet.wait(lambda: sum(fleet.confirmed.values()) >= N, 30)
             versions = fleet.versions()
             log_a, log_b = "".join(a.lines), "".join(b.lines)
+            with Store.open(pg_url) as server_store:  # each registration names its node
+                holders = {r.endpoint: r.node_id for r in server_store.list_registrations()}
         jobs = store.list_jobs(campaign_id=cid)
         counters = store.get_counters(cid)
         waves = store.list_waves(cid)
@@ -91,6 +94,7 @@ async def test_two_server_processes_run_one_campaign_on_postgresql(
     assert {j.state for j in jobs} == {"succeeded"}
     assert versions == dict.fromkeys(eps, "2.0.0")
     assert dict(fleet.installs) == dict.fromkeys(eps, 1)
+    assert holders == node_of
     # both processes drove devices
     assert "node-a" in {j.owner for j in jobs} and "node-b" in {j.owner for j in jobs}
     # waves advanced once each

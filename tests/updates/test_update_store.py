@@ -227,6 +227,29 @@ def test_events_page_by_id_without_gaps_or_repeats(ustore: UpdateStore) -> None:
     assert [int(ev.details["i"]) for ev in tail] == [44, 42, 40]  # type: ignore[arg-type]
 
 
+def test_orphaned_endpoints_are_those_of_started_jobs_whose_owners_lease_ran_out(
+    ustore: UpdateStore,
+) -> None:
+    _cid, ids = make_campaign(ustore, 3)
+    ids.sort()
+    ustore.claim_jobs("node-a", lease_s=7, now=100.0, limit=3)
+    started = ustore.get_job(ids[0])
+    assert started is not None
+    _save(ustore, ids[0], "delivering", node_id="node-a")
+    single = ustore.create_job("urn:dev:single", "p1", now=100.0)
+    ustore.claim_jobs("node-a", lease_s=7, now=100.0, endpoints=["urn:dev:single"])
+    # still leased: nobody's orphan
+    assert ustore.orphaned_endpoints("node-b", 106.0) == []
+    # node-a went quiet: its started job and its single-device job are orphans for node-b;
+    # its campaign members not started yet are left to the campaign runner
+    assert ustore.orphaned_endpoints("node-b", 108.0) == sorted([started.endpoint, single.endpoint])
+    # never one's own
+    assert ustore.orphaned_endpoints("node-a", 108.0) == []
+    # a finished job is no orphan
+    _save(ustore, ids[0], "succeeded", node_id="node-a")
+    assert ustore.orphaned_endpoints("node-b", 108.0) == [single.endpoint]
+
+
 def test_claims_are_exclusive_until_the_lease_runs_out(ustore: UpdateStore) -> None:
     _cid, ids = make_campaign(ustore, 5)
     ids.sort()  # claims go in job ID order

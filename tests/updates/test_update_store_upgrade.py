@@ -4,6 +4,7 @@ unfinished job per device, ``jobs.reason_detail``, ``device_inventory``)."""
 
 from __future__ import annotations
 
+import dataclasses
 import subprocess
 import sys
 from datetime import UTC, datetime
@@ -108,11 +109,16 @@ def test_version_1_database_is_upgraded_in_place_keeping_its_rows(db_url: str) -
         (job,) = ustore.add_jobs(campaign.id, ["urn:dev:old"], "p1")
 
     tables, version = _tables_and_version(db_url)
-    assert version == SCHEMA_VERSION == 3
+    assert version == SCHEMA_VERSION == 4
     assert UPDATE_TABLES | V1_TABLES <= tables
     with Store.open(db_url) as store:
         reg = store.get_registration("r1")
         assert reg is not None and (reg.endpoint, reg.port) == ("urn:dev:old", 5683)
+        # version 4: the node holding a registration (not said for the rows already there)
+        assert reg.node_id is None
+        store.upsert_registration(dataclasses.replace(reg, node_id="fota-2"))
+        again = store.get_registration("r1")
+        assert again is not None and again.node_id == "fota-2"
         device = store.get_device("urn:dev:old")
         assert device is not None and device.attributes == {"tz": "Europe/Paris"}
     engine = create_engine(normalize_url(db_url))
@@ -125,14 +131,14 @@ def test_version_1_database_is_upgraded_in_place_keeping_its_rows(db_url: str) -
     # Opening again is a no-op: same version, data still there.
     with UpdateStore.open(db_url) as ustore:
         assert ustore.get_job(job.id) == job
-    assert _tables_and_version(db_url)[1] == 3
+    assert _tables_and_version(db_url)[1] == 4
 
 
 def test_server_store_upgrades_a_version_1_database_too(db_url: str) -> None:
     _create_v1_database(db_url)
     with Store.open(db_url) as store:
         assert store.get_registration("r1") is not None
-    assert _tables_and_version(db_url)[1] == 3
+    assert _tables_and_version(db_url)[1] == 4
 
 
 def test_update_tables_appear_when_a_plain_server_upgraded_first(db_url: str) -> None:
@@ -144,7 +150,7 @@ def test_update_tables_appear_when_a_plain_server_upgraded_first(db_url: str) ->
     )
     subprocess.run([sys.executable, "-c", code, db_url], check=True, timeout=60)
     tables, version = _tables_and_version(db_url)
-    assert (version, tables & UPDATE_TABLES) == (3, set())
+    assert (version, tables & UPDATE_TABLES) == (4, set())
 
     # ...and the update store adds its tables on its own first open.
     with UpdateStore.open(db_url) as ustore:
@@ -165,7 +171,7 @@ async def test_processes_opening_at_once_create_or_upgrade_the_schema_once(
 
     assert outputs == [["OPENED"]] * 3
     tables, version = _tables_and_version(db_url)
-    assert version == 3 and UPDATE_TABLES | FOTAKIT_TABLES <= tables
+    assert version == 4 and UPDATE_TABLES | FOTAKIT_TABLES <= tables
 
 
 # -- version 2 -> 3 ------------------------------------------------------------------------
@@ -240,7 +246,7 @@ def test_version_2_database_keeps_one_unfinished_job_per_device(db_url: str, ope
     if opener == "plain server store":
         _open_with_plain_server_store(db_url)
     with UpdateStore.open(db_url) as ustore:
-        assert _tables_and_version(db_url)[1] == 3
+        assert _tables_and_version(db_url)[1] == 4
         jobs = {name: ustore.get_job(job_id) for name, job_id in ids.items() if "_" in name}
         states = {name: job.state for name, job in jobs.items() if job is not None}
         # a: the started job is kept although older; b: the newest of the pending ones

@@ -2,8 +2,12 @@
 device's update event log and firmware (Object 5) history, single-device update jobs.
 
 Sources: the store's devices table (every device ever registered; ``last_seen``), the
-server's live registrations (``online``, address, objects), and the update service's
-inventory (class = /3/0/1 Model Number, firmware version = /3/0/3) when it runs.
+unexpired registrations in the database, whichever node sharing it holds them
+(``online``, address; the announced objects only for devices registered with this node),
+and the update service's inventory (class = /3/0/1 Model Number, firmware version =
+/3/0/3) when it runs, with the views other nodes stored for their devices — so every node
+shows the whole fleet (:mod:`fotakit.updates.fleet`, docs/operator-guide.md "Several
+processes on PostgreSQL").
 
 Passthrough maps device outcomes to HTTP: not registered (but known) -> 503, never seen ->
 404, CoAP 4.04 -> 404, 4.05 -> 409, other 4.xx/5.xx -> 502 (the device said no), no answer
@@ -19,6 +23,7 @@ import asyncio
 import contextlib
 from collections import Counter
 from collections.abc import Awaitable, Mapping
+from datetime import UTC, datetime
 from typing import Annotated, Any, Final, TypeVar
 
 from fastapi import APIRouter, Depends, Path, Query, Response
@@ -50,9 +55,11 @@ from fotakit.server import (
     Registration,
     RequestTimeout,
 )
-from fotakit.store.records import DeviceRecord, JsonValue
+from fotakit.store.records import DeviceRecord, JsonValue, RegistrationRecord
+from fotakit.updates.fleet import is_live, live_registrations
 from fotakit.updates.inventory import TAGS_ATTRIBUTE
 from fotakit.updates.store import DeviceBusy
+from fotakit.updates.targets import DeviceView
 
 router = APIRouter(prefix=API_PREFIX, tags=["devices"])
 T = TypeVar("T")
@@ -74,12 +81,26 @@ def _tags(record: DeviceRecord | None) -> list[str]:
     return sorted(t for t in raw if isinstance(t, str)) if isinstance(raw, list) else []
 
 
+def _hostinfo(reg: Registration | RegistrationRecord) -> str:
+    if isinstance(reg, Registration):
+        return reg.hostinfo
+    host = f"[{reg.address}]" if ":" in reg.address else reg.address
+    return f"{host}:{reg.port}"
+
+
 def _device(
-    ctx: ApiContext, endpoint: str, record: DeviceRecord | None, reg: Registration | None
+    endpoint: str,
+    record: DeviceRecord | None,
+    reg: Registration | RegistrationRecord | None,
+    view: DeviceView | None,
+    here: str,
 ) -> dict[str, Any]:
-    inventory = ctx.service.inventory if ctx.service is not None else None
-    view = inventory.views.get(endpoint) if inventory is not None else None
+    """``reg``: this node's live registration of the device, else an unexpired one
+    another node stored (None: offline); ``here``: this node's ID."""
+    node = here if isinstance(reg, Registration) else reg.node_id if reg is not None else None
     last_seen = reg.last_update if reg is not None else None
+    if last_seen is not None and last_seen.tzinfo is None:  # naive from the database: UTC
+        last_seen = last_seen.replace(tzinfo=UTC)
     if record is not None and (last_seen is None or record.last_seen > last_seen):
         last_seen = record.last_seen
     tags = _tags(record)
@@ -94,30 +115,57 @@ def _device(
         "lwm2m_version": reg.lwm2m_version if reg else (record.lwm2m_version if record else None),
         "binding": reg.binding if reg is not None else None,
         "queue_mode": bool(reg.queue_mode) if reg is not None else False,
-        "address": reg.hostinfo if reg is not None else None,
+        "address": _hostinfo(reg) if reg is not None else None,
         "registration_id": reg.registration_id if reg is not None else None,
+        "node": node,
         "last_seen": iso(last_seen),
     }
+
+
+async def _views(ctx: ApiContext, endpoints: list[str]) -> dict[str, DeviceView]:
+    inventory = ctx.service.inventory if ctx.service is not None else None
+    return await inventory.current(endpoints) if inventory is not None else {}
 
 
 async def _all_devices(ctx: ApiContext) -> list[dict[str, Any]]:
     server = ctx.need_server()
     records = {r.endpoint: r for r in await server.store.list_devices()}
-    regs = dict(server.registrations)
+    regs: dict[str, Registration | RegistrationRecord] = dict(await live_registrations(server))
+    regs.update(server.registrations)  # this node's own: the freshest
     endpoints = sorted(set(records) | set(regs))
-    return [_device(ctx, ep, records.get(ep), regs.get(ep)) for ep in endpoints]
+    views = await _views(ctx, endpoints)
+    return [
+        _device(ep, records.get(ep), regs.get(ep), views.get(ep), server.node_id)
+        for ep in endpoints
+    ]
+
+
+async def _registration_of(
+    ctx: ApiContext, endpoint: str
+) -> Registration | RegistrationRecord | None:
+    """This node's registration of ``endpoint``, else another node's unexpired one."""
+    server = ctx.need_server()
+    reg = server.get(endpoint)
+    if reg is not None:
+        return reg
+    stored = await server.store.get_registration_by_endpoint(endpoint)
+    now = datetime.now(UTC)
+    if stored is not None and is_live(stored, now, server.config.expiry_grace):
+        return stored
+    return None
 
 
 async def _one_device(ctx: ApiContext, endpoint: str) -> dict[str, Any]:
     server = ctx.need_server()
-    reg = server.get(endpoint)
+    reg = await _registration_of(ctx, endpoint)
     record = await server.store.get_device(endpoint)
     if reg is None and record is None:
         raise not_found("device", endpoint)
-    return _device(ctx, endpoint, record, reg)
+    views = await _views(ctx, [endpoint])
+    return _device(endpoint, record, reg, views.get(endpoint), server.node_id)
 
 
-def _registration_json(reg: Registration) -> dict[str, Any]:
+def _registration_json(reg: Registration | RegistrationRecord) -> dict[str, Any]:
     return {
         "registration_id": reg.registration_id,
         "address": reg.address,
@@ -265,7 +313,7 @@ async def get_device(ctx: Ctx, endpoint: Endpoint) -> dict[str, Any]:
     """One device with its registration, announced objects, latest 20 jobs and the
     device profile a job started now would use (with why)."""
     device = await _one_device(ctx, endpoint)
-    reg = ctx.need_server().get(endpoint)
+    reg = await _registration_of(ctx, endpoint)
     jobs: list[dict[str, Any]] = []
     profile: dict[str, Any] | None = None
     if ctx.service is not None:
@@ -277,7 +325,7 @@ async def get_device(ctx: Ctx, endpoint: Endpoint) -> dict[str, Any]:
     return {
         **device,
         "registration": _registration_json(reg) if reg is not None else None,
-        "objects": _objects(reg) if reg is not None else [],
+        "objects": _objects(reg) if isinstance(reg, Registration) else [],
         "jobs": jobs,
         "profile": profile,
     }
@@ -487,7 +535,7 @@ async def firmware(ctx: Ctx, endpoint: Endpoint) -> dict[str, Any]:
     if ctx.service is not None:
         with contextlib.suppress(RuntimeError):
             busy = bool(ctx.service.engine.driver.jobs_of(endpoint))
-    if device["online"] and not busy:
+    if device["online"] and not busy and ctx.need_server().get(endpoint) is not None:
         server = ctx.need_server()
         try:
             content = await asyncio.wait_for(server.read(endpoint, LwPath(5, 0)), LIVE_READ_S)

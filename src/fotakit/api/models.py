@@ -99,6 +99,9 @@ class Device(_Open):
     queue_mode: bool
     address: str | None
     registration_id: str | None
+    node: str | None = None
+    """The server process ("node") the device is registered with (several may share the
+    database; docs/operator-guide.md "Several processes on PostgreSQL")."""
     last_seen: str | None
 
 

@@ -92,7 +92,9 @@ async def run_server_with_repository(
                 app, http_host or config.host, http_port, head_timeout=http_head_timeout
             )
         mounted = dataclasses.replace(
-            config, extra_resources=config.extra_resources + tuple(coap_resources(repository))
+            config,
+            extra_resources=config.extra_resources + tuple(coap_resources(repository)),
+            node_id=node_id or config.node_id,
         )
         started = None
         if on_started is not None:

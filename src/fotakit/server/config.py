@@ -43,6 +43,11 @@ class ServerConfig:
     max_register_rate: float = 20.0
     register_burst: int = 50
     expiry_grace: float = 2.0
+    node_id: str | None = None
+    """This process's name in the registrations it stores, when several share the
+    database (docs/operator-guide.md "Several processes on PostgreSQL"): a node loads
+    back only its own at start. None: ``<host name>:<port>`` is stored, and every stored
+    registration is loaded (one process per database)."""
     max_endpoint_length: int = 255
     extra_resources: tuple[tuple[tuple[str, ...], Any], ...] = ()
 

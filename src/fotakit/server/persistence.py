@@ -12,7 +12,8 @@ from fotakit.server.registrations import Registration
 from fotakit.store.records import RegistrationRecord
 
 
-def to_record(reg: Registration) -> RegistrationRecord:
+def to_record(reg: Registration, node_id: str | None = None) -> RegistrationRecord:
+    """``node_id``: the server process holding ``reg`` (stored with it)."""
     return RegistrationRecord(
         registration_id=reg.registration_id,
         endpoint=reg.endpoint,
@@ -29,6 +30,7 @@ def to_record(reg: Registration) -> RegistrationRecord:
         root_path=reg.root_path,
         object_links=format_links(reg.objects),
         content_formats=tuple(sorted(reg.content_formats)),
+        node_id=node_id,
     )
 
 

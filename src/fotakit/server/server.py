@@ -46,6 +46,7 @@ import asyncio
 import contextlib
 import heapq
 import logging
+import socket
 import time
 from collections.abc import AsyncIterator, Callable, Mapping
 from datetime import timedelta
@@ -176,8 +177,16 @@ class LwM2MServer:
             len(self._pending),
         )
 
+    @property
+    def node_id(self) -> str:
+        """This process's name in the registrations it stores (``config.node_id``, else
+        ``<host name>:<port>``, the update service's default too)."""
+        return self.config.node_id or f"{socket.gethostname()}:{self._port}"
+
     async def _load(self, store: AsyncStore) -> None:
         for rec in await store.list_registrations():
+            if self.config.node_id and rec.node_id not in (None, self.config.node_id):
+                continue  # held by another process sharing the database
             try:
                 reg = from_record(rec)
             except (ValueError, LwM2MError) as exc:
@@ -306,7 +315,7 @@ class LwM2MServer:
                 registered_at=now,
                 last_update=now,
             )
-            await self.store.upsert_registration(to_record(reg))
+            await self.store.upsert_registration(to_record(reg, self.node_id))
             old = self._regs.get(reg.endpoint)
             if old is not None:
                 self._by_id.pop(old.registration_id, None)

@@ -68,6 +68,9 @@ class RegistrationRecord:
     object_links: str = ""
     """The link-format payload of the Register (or latest Update), exactly as received."""
     content_formats: tuple[int, ...] = ()
+    node_id: str | None = None
+    """The server process ("node") holding the registration, when several share the
+    database (docs/operator-guide.md "Several processes on PostgreSQL"); None: not said."""
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)

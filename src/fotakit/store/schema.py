@@ -1,4 +1,6 @@
-"""The database schema (version 3): devices, registrations, observations, pending requests.
+"""The database schema (version 4): devices, registrations, observations, pending requests.
+
+Version 4: ``registrations.node_id``, the server process holding each registration.
 
 These ORM classes never leave :mod:`fotakit.store`; the store converts them to the frozen
 records of :mod:`fotakit.store.records` before returning. Observations reference their
@@ -34,6 +36,7 @@ from sqlalchemy import (
     String,
     Text,
     inspect,
+    text,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.types import TypeDecorator
@@ -46,7 +49,7 @@ from fotakit.store.records import (
     RegistrationRecord,
 )
 
-SCHEMA_VERSION: Final = 3
+SCHEMA_VERSION: Final = 4
 
 
 def _add_tables_only(_conn: Connection) -> None:
@@ -70,6 +73,15 @@ def _jobs_v3(conn: Connection) -> None:
     upgrade_jobs_to_v3(conn)
 
 
+def _registrations_v4(conn: Connection) -> None:
+    """3 -> 4: ``registrations.node_id`` (NULL for the rows already there: not said)."""
+    columns = {c["name"] for c in inspect(conn).get_columns("registrations")}
+    if "node_id" not in columns:
+        conn.execute(
+            text(f"ALTER TABLE registrations ADD COLUMN node_id VARCHAR({SHORT_TEXT_MAX})")
+        )
+
+
 MIGRATIONS: Final[dict[int, Callable[[Connection], None]]] = {
     # 1 -> 2: the update tables (campaigns, campaign_counters, campaign_waves, jobs,
     # job_events, rate_buckets). They are created by whichever fotakit opens the database
@@ -77,6 +89,7 @@ MIGRATIONS: Final[dict[int, Callable[[Connection], None]]] = {
     # them on a later open (create_all only ever adds what is missing).
     1: _add_tables_only,
     2: _jobs_v3,
+    3: _registrations_v4,
 }
 """Steps from version ``v`` to ``v + 1``, run in order inside the opening transaction
 after ``create_all`` has added any missing table."""
@@ -175,6 +188,7 @@ class RegistrationRow(Base):
     registered_at: Mapped[datetime]
     last_update: Mapped[datetime]
     expires_at: Mapped[datetime | None] = mapped_column(index=True)
+    node_id: Mapped[str | None] = mapped_column(String(SHORT_TEXT_MAX))
 
     @classmethod
     def from_record(cls, rec: RegistrationRecord) -> RegistrationRow:
@@ -194,6 +208,7 @@ class RegistrationRow(Base):
             registered_at=rec.registered_at,
             last_update=rec.last_update,
             expires_at=rec.expires_at,
+            node_id=rec.node_id,
         )
 
     def to_record(self) -> RegistrationRecord:
@@ -213,6 +228,7 @@ class RegistrationRow(Base):
             registered_at=self.registered_at,
             last_update=self.last_update,
             expires_at=self.expires_at,
+            node_id=self.node_id,
         )
 
 

@@ -138,6 +138,8 @@ def registration(rec: RegistrationRecord) -> RegistrationRecord:
         raise InvalidRecord("queue_mode must be a bool")
     if rec.sms is not None:
         text("sms", rec.sms, max_len=SHORT_TEXT_MAX)
+    if rec.node_id is not None:
+        text("node_id", rec.node_id, max_len=SHORT_TEXT_MAX)
     text("root_path", rec.root_path, max_len=SHORT_TEXT_MAX)
     text("object_links", rec.object_links, max_len=None, empty_ok=True)
     if not isinstance(rec.content_formats, tuple):

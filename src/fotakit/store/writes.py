@@ -173,6 +173,7 @@ def registration_record(row: Row[Any]) -> RegistrationRecord:
         registered_at=row.registered_at,
         last_update=row.last_update,
         expires_at=row.expires_at,
+        node_id=row.node_id,
     )
 
 
@@ -193,6 +194,7 @@ def _registration_params(rec: RegistrationRecord) -> dict[str, Any]:
         "registered_at": rec.registered_at,
         "last_update": rec.last_update,
         "expires_at": rec.expires_at,
+        "node_id": rec.node_id,
     }
 
 

@@ -12,7 +12,10 @@
   claims jobs waiting for that device (a single-device job created before it registered,
   or after it moved here from another process) and offers it to continuous campaigns;
 * leases: the claims of this process's jobs are renewed every ``lease_s / 3``; a process
-  that dies loses them after ``lease_s`` and another may take its jobs;
+  that dies loses them after ``lease_s``, and at the same period this process claims the
+  jobs of devices registered here whose owner's lease ran out (a device that moved here
+  before the lease ended is taken over without waiting for its next Register): with the
+  default 7 s lease a dead node's jobs are adopted within ``lease_s + lease_s / 3`` ≈ 9.3 s;
 * cancel requests: :meth:`UpdateEngine.cancel_job` of a job another process drives
   writes a request row; its owner looks for requests every ``tick_s`` and cancels
   (a job whose owner died is cancelled by whoever claims it next);
@@ -62,8 +65,9 @@ class EngineConfig:
     node_id: str
     tick_s: float = 1.0
     """How often campaigns are ticked without any job report."""
-    lease_s: float = 30.0
-    """A dead process's jobs may be taken over after this long."""
+    lease_s: float = 7.0
+    """A dead process's jobs may be taken over after this long (renewed every third of
+    it, so one late renewal loses nothing; takeover within ``lease_s * 4 / 3``)."""
     resync_s: float = 10.0
     """How often campaign member states are reconciled with the job rows."""
     op_timeout_s: float = 120.0
@@ -238,6 +242,20 @@ class UpdateEngine:
                     await self.store.renew_leases(
                         self.node_id, lease_s=self.config.lease_s, now=self.clock(), job_ids=ids
                     )
+            try:
+                await self._adopt_orphans()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("looking for jobs of dead processes failed; trying again")
+
+    async def _adopt_orphans(self) -> None:
+        """Claim the jobs of devices registered here whose owner stopped renewing."""
+        orphaned = await self.store.orphaned_endpoints(self.node_id, self.clock())
+        mine = [ep for ep in orphaned if ep in self.server.registrations]
+        if mine:
+            log.info("taking over the jobs of %d devices from processes gone quiet", len(mine))
+            await self._claim(mine)
 
     async def _cancels(self) -> None:
         """Cancel the jobs of this process that another process asked to cancel."""

@@ -11,6 +11,9 @@ and apply again. Hence:
   it records the advance with :meth:`UpdateStore.advance_wave` (``UPDATE ... WHERE wave =
   from``), and any process that finds the snapshot ahead of the row's ``wave`` (its writer
   died in between) repairs it the same way — exactly once either way.
+* **Every node targets the whole fleet.** Whichever node creates or starts a campaign,
+  its candidates are the devices with an unexpired registration in the database (any
+  node's), as :mod:`fotakit.updates.fleet` describes them.
 * **Each device is driven by one process.** A member the campaign has started is picked up
   by the process the device is registered with (:meth:`UpdateStore.claim_jobs` for its
   registered endpoints: row locks, ``SKIP LOCKED`` on PostgreSQL); no start message is
@@ -50,6 +53,8 @@ from fotakit.updates.campaign import (
     NoMatchingDevices,
 )
 from fotakit.updates.engine_jobs import ActiveJob, JobDriver
+from fotakit.updates.fleet import live_registrations
+from fotakit.updates.inventory import DeviceInventory
 from fotakit.updates.ratelimit import BucketConfig, Jitter, Limiter
 from fotakit.updates.records import TERMINAL_STATES, CampaignRecord, JobRecord, NewEvent
 from fotakit.updates.store import AsyncUpdateStore, StaleCampaign, StaleJob, UpdateStore
@@ -128,7 +133,7 @@ class CampaignRunner:
         node_id: str,
         clock: Callable[[], float] = time.time,
         tick_s: float = 1.0,
-        lease_s: float = 30.0,
+        lease_s: float = 7.0,
         resync_s: float = 5.0,
         global_rate: BucketConfig | None = None,
         inventory: Inventory | None = None,
@@ -249,9 +254,14 @@ class CampaignRunner:
         self.wake()
 
     async def _population(self) -> list[DeviceView]:
-        """Every registered device (all processes share the registrations table)."""
-        records = await self.server.store.list_registrations()
-        endpoints = sorted({r.endpoint for r in records} | set(self.server.registrations))
+        """Every device registered with any node sharing the database (an unexpired
+        stored registration) or with this one, as the whole deployment knows it
+        (:mod:`fotakit.updates.fleet`)."""
+        live = await live_registrations(self.server)
+        endpoints = sorted(set(live) | set(self.server.registrations))
+        if isinstance(self.inventory, DeviceInventory):
+            views = await self.inventory.current(endpoints)
+            return [views[ep] for ep in endpoints]
         return [self.inventory(ep) for ep in endpoints]
 
     def _limiters(self) -> Sequence[Limiter]:

@@ -41,8 +41,9 @@ from fotakit.lwm2m.path import Path
 from fotakit.server import Observation
 from fotakit.store.errors import StoreError
 from fotakit.updates import job as jobs
+from fotakit.updates.delivery import JobTarget
 from fotakit.updates.engine_io import DeviceIO, Outcome
-from fotakit.updates.engine_packages import PackageSource
+from fotakit.updates.engine_packages import PackageSource, rebase_snapshot
 from fotakit.updates.profiles import BUILTIN_DEFAULT, DeviceProfile
 from fotakit.updates.records import JobRecord, NewEvent
 from fotakit.updates.store import AsyncUpdateStore, StaleJob
@@ -168,14 +169,18 @@ class JobDriver:
         self, record: JobRecord, *, delay: float = 0.0, start: bool = True
     ) -> ActiveJob | None:
         """Drive ``record`` (claimed by this process): start it, or resume it from its
-        snapshot (a job restored in DELIVERING reads /5/0/3 instead of writing again)."""
+        snapshot (a job restored in DELIVERING reads /5/0/3 instead of writing again).
+        A resumed job gets this node's Package URIs (:meth:`_rebase`, logged as a
+        ``rebased`` event when they change), so its retries send the device here."""
         if record.id in self.active or record.terminal:
             return self.active.get(record.id)
         chosen: dict[str, Any] | None = None
+        rebased: dict[str, Any] | None = None
         try:
             policy = self.policy_for(record)
             if record.snapshot:
-                job = jobs.UpdateJob.from_snapshot(dict(record.snapshot), policy)
+                snap, rebased = self._rebase(dict(record.snapshot))
+                job = jobs.UpdateJob.from_snapshot(snap, policy)
             else:
                 profile, why = self.profile_for(record.endpoint)
                 bare = profile.bare
@@ -207,6 +212,8 @@ class JobDriver:
         self.by_endpoint.setdefault(record.endpoint, set()).add(record.id)
         if chosen is not None and start:
             await self._log(active, "profile", chosen)
+        if rebased is not None and start:
+            await self._log(active, "rebased", rebased)
         if not start:
             pass
         elif record.snapshot:
@@ -217,6 +224,23 @@ class JobDriver:
         else:
             await self._start(active)
         return active
+
+    def _rebase(self, snap: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any] | None]:
+        """The snapshot with Package URIs of this node's repository (same package, same
+        form), and what changed (None: nothing). The snapshot's URIs name the base URIs
+        of the node that saved it: a job adopted from a dead node would otherwise send
+        the device to a repository that no longer answers."""
+        old = JobTarget.from_json(snap["target"])
+        try:
+            fresh = self.packages.target(old.package_id, bare_payload=old.bare_payload)
+        except Exception as exc:  # the package is gone: the saved URIs are all there is
+            log.warning("job %s: package URIs not rebuilt: %s", snap.get("job_id"), exc)
+            return snap, None
+        out = rebase_snapshot(snap, fresh)
+        before, after = old.offered_uris(), fresh.offered_uris()
+        if before == after:
+            return out, None
+        return out, {"from": before, "to": after, "form": old.form}
 
     async def _missed_register(self, active: ActiveJob, record: JobRecord) -> None:
         """A device that registered anew after the job's last change, while no process

@@ -6,12 +6,19 @@ The repository serves each package under ``/fw/<id>`` (signed package) and
 over HTTP (:mod:`fotakit.repository`). ``base_uris`` are the addresses *devices* use to
 reach them (``coap://host:port``, ``http://host:port``): behind NAT or a load balancer
 they differ from the address the server binds, so they are configuration, not guessed.
+
+Each node of a multi-node deployment has its own base URIs (its own ``--public-host``
+and ports, docs/operator-guide.md "Several processes on PostgreSQL"), and a job's
+snapshot keeps the URIs of the node that started it. :func:`rebase_snapshot` points a
+job adopted from another node (or resumed after a restart with other base URIs) at this
+node's repository, keeping the form (signed package or bare payload) it started with.
 """
 
 from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from typing import Any
 
 from fotakit.repository import PackageRecord, Repository
 from fotakit.repository.records import Form
@@ -70,3 +77,34 @@ class PackageSource:
         offset, length = rec.span(Form.PAYLOAD if form == "payload" else Form.PACKAGE)
         with open(self.repository.blob_path(rec), "rb") as fh:
             return os.pread(fh.fileno(), length, offset)
+
+
+_URI_FIELDS = ("uri_coap", "uri_http", "uri_coap_payload", "uri_http_payload")
+
+
+def rebase_snapshot(snapshot: dict[str, Any], fresh: JobTarget) -> dict[str, Any]:
+    """``snapshot`` (an :meth:`UpdateJob.snapshot`) with its target's Package URIs, and
+    the URI of its current delivery plan, replaced by ``fresh``'s (this node's).
+
+    ``fresh`` must be the same package in the same form (``bare_payload``) as the
+    snapshot's target; everything else in the snapshot is kept. A plan URI that is none
+    of the old target's URIs (an older format) is left as it was.
+    """
+    old = JobTarget.from_json(snapshot["target"])
+    if fresh.package_id != old.package_id or fresh.bare_payload != old.bare_payload:
+        raise ValueError(
+            f"rebase of job target {old.package_id} ({old.form}) onto "
+            f"{fresh.package_id} ({fresh.form})"
+        )
+    out = dict(snapshot)
+    out["target"] = fresh.to_json()
+    plan = snapshot.get("plan")
+    if isinstance(plan, dict) and isinstance(plan.get("uri"), str):
+        moved = {
+            getattr(old, name): getattr(fresh, name)
+            for name in _URI_FIELDS
+            if getattr(old, name) is not None and getattr(fresh, name) is not None
+        }
+        if plan["uri"] in moved:
+            out["plan"] = {**plan, "uri": moved[plan["uri"]]}
+    return out

@@ -220,6 +220,43 @@ class DeviceInventory:
         self._facts.setdefault(endpoint, dict(rec.facts))
         return self._views[endpoint]
 
+    async def current(self, endpoints: Iterable[str]) -> dict[str, DeviceView]:
+        """The freshest view of each of ``endpoints`` any node has (by endpoint).
+
+        A device registered here: this process's view (it reads the device itself).
+        Any other: the stored row its own node wrote, read now (and kept here, so
+        ``self(endpoint)`` is as fresh). Tags: the device's stored attributes, set
+        through whichever node. Two queries (inventory rows, devices), whatever the
+        number of endpoints. See :mod:`fotakit.updates.fleet`.
+        """
+        from fotakit.updates.fleet import with_tags  # (fleet imports this module)
+
+        wanted = sorted(set(endpoints))
+        stored: dict[str, InventoryRecord] = {}
+        if self.store is not None:
+            try:
+                records = await asyncio.to_thread(self.store.list_inventory)
+                stored = {rec.endpoint: rec for rec in records}
+            except StoreError as exc:
+                log.warning("inventory: stored views not read: %s", exc)
+        attributes: dict[str, Any] = {}
+        try:
+            attributes = {d.endpoint: d.attributes for d in await self.server.store.list_devices()}
+        except (StoreError, ServerError) as exc:
+            log.warning("inventory: device tags not read: %s", exc)
+        here = self.server.registrations
+        out: dict[str, DeviceView] = {}
+        for ep in wanted:
+            view = self._views.get(ep) if ep in here else None
+            if view is None and ep in stored:
+                view = view_from_record(stored[ep])
+                self._views[ep] = view
+                self._facts[ep] = dict(stored[ep].facts)
+            if view is None:
+                view = self._views.get(ep) or DeviceView(endpoint=ep)
+            out[ep] = with_tags(view, attributes.get(ep))
+        return out
+
     @property
     def views(self) -> Mapping[str, DeviceView]:
         """Every known view by endpoint (a read-only live mapping)."""

@@ -104,7 +104,7 @@ class UpdateService:
         base_uris: BaseUris | None = None,
         policy: JobPolicy | None = None,
         tick_s: float = 1.0,
-        lease_s: float = 30.0,
+        lease_s: float = 7.0,
         resync_s: float = 10.0,
         op_timeout_s: float = 120.0,
         poll_s: float = 60.0,
@@ -175,7 +175,10 @@ class UpdateService:
             coap=f"coap://{'127.0.0.1' if host in ('0.0.0.0', '::') else host}:{self.server.port}"
         )
         node_id = (
-            self._node_id or os.environ.get("FOTAKIT_NODE_ID") or default_node_id(self.server.port)
+            self._node_id
+            or self.server.config.node_id
+            or os.environ.get("FOTAKIT_NODE_ID")
+            or default_node_id(self.server.port)
         )
         config = EngineConfig(
             node_id=node_id,

@@ -1082,6 +1082,28 @@ class UpdateStore:
             jobs.sort(key=lambda job: job.id)
             return jobs
 
+    def orphaned_endpoints(self, node_id: str, now: float, *, limit: int = 10_000) -> list[str]:
+        """Devices with an active job another node claimed and stopped renewing (its
+        lease ran out before ``now``: that node died or hangs), by endpoint; campaign
+        members not started yet are left to the campaign runner. The node a
+        device is registered with claims them (docs/operator-guide.md "Several processes
+        on PostgreSQL")."""
+        with self._read() as conn:
+            rows = conn.execute(
+                select(_JOBS.c.endpoint)
+                .where(
+                    _JOBS.c.state.not_in(_TERMINAL),
+                    _JOBS.c.owner.is_not(None),
+                    _JOBS.c.owner != node_id,
+                    _JOBS.c.lease_until < now,
+                    # campaign members not started yet are the campaign's to hand out
+                    or_(_JOBS.c.state != "pending", _JOBS.c.campaign_id.is_(None)),
+                )
+                .order_by(_JOBS.c.endpoint)
+                .limit(limit)
+            )
+            return [str(ep) for ep in rows.scalars()]
+
     def due_jobs(self, node_id: str, now: float, *, limit: int = 1000) -> list[JobRecord]:
         """``node_id``'s active jobs with a due timer (``next_timer_at <= now``), earliest first."""
         with self._read() as conn:
@@ -1552,6 +1574,9 @@ class AsyncUpdateStore:
         self, node_id: str, endpoints: Sequence[str] | None = None
     ) -> list[JobRecord]:
         return await self.run(lambda s: s.jobs_for(node_id, endpoints))
+
+    async def orphaned_endpoints(self, node_id: str, now: float, **kw: Any) -> list[str]:
+        return await self.run(lambda s: s.orphaned_endpoints(node_id, now, **kw))
 
     async def due_jobs(self, node_id: str, now: float, *, limit: int = 1000) -> list[JobRecord]:
         return await self.run(lambda s: s.due_jobs(node_id, now, limit=limit))
