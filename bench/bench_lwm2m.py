@@ -499,6 +499,20 @@ def _proc_cpu(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def _thread_cpu(pid: int) -> dict[str, float]:
+    """CPU seconds per thread of a process (by thread ID: the names are all alike)."""
+    out: dict[str, float] = {}
+    for task in FsPath(f"/proc/{pid}/task").iterdir():
+        with contextlib.suppress(OSError):
+            out[task.name] = _proc_cpu_path(task / "stat")
+    return out
+
+
+def _proc_cpu_path(stat: FsPath) -> float:
+    fields = stat.read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def _fotakit_command() -> list[str]:
     """``.venv/bin/fotakit`` next to this interpreter, as the README starts it."""
     script = FsPath(sys.executable).with_name("fotakit")
@@ -569,12 +583,14 @@ async def _shipped_run(
                 assert await asyncio.to_thread(c.recv) == "ready"
             start_at = time.time() + 0.5
             cpu0 = _proc_cpu(proc.pid)
+            threads0 = _thread_cpu(proc.pid)
             for c in conns:
                 # each generator owns every generators-th arrival slot's worth of rate
                 c.send((("127.0.0.1", port), rate / generators, start_at))
             results = [await asyncio.to_thread(c.recv) for c in conns]
             end = max(r["end"] for r in results)
             cpu = (_proc_cpu(proc.pid) - cpu0) / (end - start_at)
+            threads = _thread_cpu(proc.pid)
         finally:
             for c in conns:
                 with contextlib.suppress(OSError):
@@ -606,6 +622,7 @@ async def _shipped_run(
         "retransmissions": sum(r["retransmissions"] for r in results),
         "requests_served": sum(r["requests_served"] for r in results),
         "cpu": cpu,
+        "thread_cpu": {k: round(v - threads0.get(k, 0.0), 2) for k, v in threads.items()},
     }
 
 
@@ -678,7 +695,8 @@ def main() -> None:
                     f"{r['rate']:6.0f}/s achieved ({r['registered']}/{clients}, "
                     f"{r['lost']} lost) p50 {r['p50_ms']:7.1f} ms p99 {r['p99_ms']:7.1f} ms "
                     f"max {r['max_ms']:7.1f} ms retx {r['retransmissions']} "
-                    f"server reads {r['requests_served']} cpu {r['cpu']:.0%}",
+                    f"server reads {r['requests_served']} cpu {r['cpu']:.0%} "
+                    f"(CPU s by thread {r['thread_cpu']})",
                     flush=True,
                 )
         if args.only != "shipped":

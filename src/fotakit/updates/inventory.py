@@ -27,10 +27,16 @@ Where each field comes from:
 
 Bounds and failures: at most one read is in flight per device (and at most
 ``max_concurrent_reads`` over all devices); requests that arrive
-meanwhile coalesce into one follow-up read. A read that fails (4.xx/5.xx, timeout,
-unreachable, undecodable, de-registered meanwhile) keeps the last known view; a device
-never read successfully is known by its endpoint only. Views are kept after a device
-de-registers (its last known state; campaigns only consider registered devices).
+meanwhile coalesce into one follow-up read. The reads a Register or Update triggers (and
+those of :meth:`DeviceInventory.start`) are paced: at most ``read_rate`` start per second
+(after a burst of ``read_burst``), so a registration storm — a fleet coming back after an
+outage — is answered first and read afterwards, not turned into a storm of reads and
+database writes competing with the Registers' answers (docs/benchmarks.md, B1). A read
+someone waits for (:meth:`DeviceInventory.refresh`) is not paced. A read that fails
+(4.xx/5.xx, timeout, unreachable, undecodable, de-registered meanwhile) keeps the last
+known view; a device never read successfully is known by its endpoint only. Views are
+kept after a device de-registers (its last known state; campaigns only consider
+registered devices).
 
 Persistence (given a ``store``, as :class:`~fotakit.updates.service.UpdateService` does):
 every successful read is written to the ``device_inventory`` table (class, model,
@@ -149,6 +155,7 @@ class _Slot:
 
     task: asyncio.Task[None] | None = None
     full: bool = False
+    urgent: bool = False  # someone waits for this read: not paced
     waiters: list[asyncio.Future[DeviceView]] = field(default_factory=list)
 
 
@@ -162,6 +169,8 @@ class DeviceInventory:
         read_timeout: float = 30.0,
         read_on_update: bool = True,
         max_concurrent_reads: int = 64,
+        read_rate: float = 100.0,
+        read_burst: int = 50,
         busy: Callable[[str], bool] | None = None,
         store: UpdateStore | None = None,
         clock: Callable[[], float] = time.time,
@@ -169,7 +178,9 @@ class DeviceInventory:
         """``read_timeout``: bound on one Read (queue-mode waits included).
         ``read_on_update``: re-read /3/0/3 on each registration Update.
         ``max_concurrent_reads``: reads in flight over all devices (a fleet registering at
-        once, or :meth:`start` on a server with many registrations). ``busy``: devices
+        once, or :meth:`start` on a server with many registrations). ``read_rate``,
+        ``read_burst``: reads started per second (and at once) for Register/Update
+        events and at start (module docstring). ``busy``: devices
         not to read on their Register/Update events (an update job is talking to them:
         no requests of ours in between); whoever says so calls :meth:`refresh_soon`
         when they are free again. ``store``: where each successful read is kept and
@@ -188,6 +199,11 @@ class DeviceInventory:
         self._task: asyncio.Task[None] | None = None
         self._subscribed = asyncio.Event()
         self._limit = asyncio.Semaphore(max(1, max_concurrent_reads))
+        if read_rate <= 0 or read_burst < 1:
+            raise ValueError("read_rate must be > 0 and read_burst >= 1")
+        self._read_interval = 1.0 / read_rate
+        self._read_burst = read_burst
+        self._next_read = 0.0  # event loop time of the next paced read's slot (GCRA)
         self.reads = 0
         """Reads sent (for tests and metrics)."""
         self.failed_reads = 0
@@ -249,7 +265,7 @@ class DeviceInventory:
         )
         await asyncio.wait_for(self._subscribed.wait(), 10)
         for endpoint in list(self.server.registrations):
-            self._request(endpoint, full=True)
+            self._request(endpoint, full=True, paced=True)
 
     async def _load(self) -> None:
         """The stored views, under any this process has read already."""
@@ -300,7 +316,7 @@ class DeviceInventory:
     async def refresh(self, endpoint: str) -> DeviceView:
         """Read /3/0 and the stored tags now (joined to a read already in flight by a
         follow-up read); the resulting view, which is the last known one on failure."""
-        return await self._request(endpoint, full=True)
+        return await self._request(endpoint, full=True, paced=False)
 
     def refresh_soon(self, endpoint: str) -> None:
         """Like :meth:`refresh`, in the background (from sync code, e.g. a job's end)."""
@@ -333,16 +349,20 @@ class DeviceInventory:
                 except Exception:
                     log.exception("inventory: busy(%r) failed", event.endpoint)
                 if isinstance(event, Registered):
-                    self._request(event.endpoint, full=True)
+                    self._request(event.endpoint, full=True, paced=True)
                 elif isinstance(event, Updated) and self.read_on_update:
-                    self._request(event.endpoint, full=False)
+                    self._request(event.endpoint, full=False, paced=True)
 
     # -- reads --------------------------------------------------------------------------------
 
-    def _request(self, endpoint: str, *, full: bool) -> asyncio.Future[DeviceView]:
-        """Want a read of ``endpoint``: joins the next read (one in flight per device)."""
+    def _request(
+        self, endpoint: str, *, full: bool, paced: bool = False
+    ) -> asyncio.Future[DeviceView]:
+        """Want a read of ``endpoint``: joins the next read (one in flight per device);
+        ``paced``: it waits for its slot at ``read_rate`` (unless someone waits for it)."""
         slot = self._slots.setdefault(endpoint, _Slot())
         slot.full = slot.full or full
+        slot.urgent = slot.urgent or not paced
         future: asyncio.Future[DeviceView] = asyncio.get_running_loop().create_future()
         slot.waiters.append(future)
         if slot.task is None:
@@ -354,8 +374,11 @@ class DeviceInventory:
     async def _work(self, endpoint: str, slot: _Slot) -> None:
         try:
             while slot.waiters:
+                if not slot.urgent:
+                    await self._pace()
                 waiters, slot.waiters = slot.waiters, []
                 full, slot.full = slot.full, False
+                slot.urgent = False
                 view = await self._read(endpoint, full=full)
                 for w in waiters:
                     if not w.done():
@@ -364,6 +387,16 @@ class DeviceInventory:
             slot.task = None
             if self._slots.get(endpoint) is slot and not slot.waiters:
                 del self._slots[endpoint]
+
+    async def _pace(self) -> None:
+        """Wait for this read's slot: one every ``1 / read_rate`` seconds, up to
+        ``read_burst`` at once (a generic cell rate algorithm, ITU-T I.371)."""
+        loop = asyncio.get_running_loop()
+        now = loop.time()
+        slot = max(self._next_read, now - (self._read_burst - 1) * self._read_interval)
+        self._next_read = slot + self._read_interval
+        if slot > now:
+            await asyncio.sleep(slot - now)
 
     async def _read(self, endpoint: str, *, full: bool) -> DeviceView:
         """One read; never raises (but for cancellation): the last known view on failure."""
@@ -384,7 +417,15 @@ class DeviceInventory:
         except Exception:
             self.failed_reads += 1
             log.exception("inventory: read of %s on %s failed", path, endpoint)
-        view = view_from_device_object(self(endpoint), content)  # latest: set_tags may have run
+        # latest: set_tags may have run. A successful full read says everything a view takes
+        # from /3/0, so a device with no view here needs no synchronous database lookup on
+        # the event loop first (one per new device: a Register storm's worth of them)
+        base = (
+            self._views.get(endpoint) or DeviceView(endpoint=endpoint)
+            if full and content
+            else self(endpoint)
+        )
+        view = view_from_device_object(base, content)
         if tags is not None:
             view = dataclasses.replace(view, tags=tags)
         if content:
