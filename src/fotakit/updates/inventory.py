@@ -28,9 +28,11 @@ Where each field comes from:
 Bounds and failures: at most one read is in flight per device (and at most
 ``max_concurrent_reads`` over all devices); requests that arrive
 meanwhile coalesce into one follow-up read. The reads a Register or Update triggers (and
-those of :meth:`DeviceInventory.start`) are paced: at most ``read_rate`` start per second
-(after a burst of ``read_burst``), so a registration storm — a fleet coming back after an
-outage — is answered first and read afterwards, not turned into a storm of reads and
+those of :meth:`DeviceInventory.start`) are paced, in the order they were wanted: at most
+``read_rate`` start per second (after a burst of ``read_burst``), and only
+``storm_read_rate`` while Registers and Updates arrive faster than ``read_rate`` (their
+rate estimated over about a second). So a registration storm — a fleet coming back after
+an outage — is answered first and read afterwards, not turned into a storm of reads and
 database writes competing with the Registers' answers (docs/benchmarks.md, B1). A read
 someone waits for (:meth:`DeviceInventory.refresh`) is not paced. A read that fails
 (4.xx/5.xx, timeout, unreachable, undecodable, de-registered meanwhile) keeps the last
@@ -54,9 +56,11 @@ table when another process writes a newer one; the next read of the device here 
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import dataclasses
 import logging
+import math
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -171,6 +175,7 @@ class DeviceInventory:
         max_concurrent_reads: int = 64,
         read_rate: float = 100.0,
         read_burst: int = 50,
+        storm_read_rate: float = 5.0,
         busy: Callable[[str], bool] | None = None,
         store: UpdateStore | None = None,
         clock: Callable[[], float] = time.time,
@@ -180,7 +185,8 @@ class DeviceInventory:
         ``max_concurrent_reads``: reads in flight over all devices (a fleet registering at
         once, or :meth:`start` on a server with many registrations). ``read_rate``,
         ``read_burst``: reads started per second (and at once) for Register/Update
-        events and at start (module docstring). ``busy``: devices
+        events and at start; ``storm_read_rate``: per second during a registration storm
+        (module docstring). ``busy``: devices
         not to read on their Register/Update events (an update job is talking to them:
         no requests of ours in between); whoever says so calls :meth:`refresh_soon`
         when they are free again. ``store``: where each successful read is kept and
@@ -199,11 +205,18 @@ class DeviceInventory:
         self._task: asyncio.Task[None] | None = None
         self._subscribed = asyncio.Event()
         self._limit = asyncio.Semaphore(max(1, max_concurrent_reads))
-        if read_rate <= 0 or read_burst < 1:
-            raise ValueError("read_rate must be > 0 and read_burst >= 1")
-        self._read_interval = 1.0 / read_rate
+        if read_rate <= 0 or storm_read_rate <= 0 or read_burst < 1:
+            raise ValueError("read_rate and storm_read_rate must be > 0 and read_burst >= 1")
+        self._read_rate = read_rate
+        self._storm_read_rate = storm_read_rate
         self._read_burst = read_burst
-        self._next_read = 0.0  # event loop time of the next paced read's slot (GCRA)
+        self._tokens = float(read_burst)  # token bucket of the paced reads
+        self._tokens_at = 0.0
+        self._arrivals = 0.0  # Registers and Updates, decayed with a 1 s time constant
+        self._arrival_at = 0.0
+        self._paced: collections.deque[asyncio.Future[None]] = collections.deque()
+        self._pace_wake = asyncio.Event()
+        self._pacer: asyncio.Task[None] | None = None
         self.reads = 0
         """Reads sent (for tests and metrics)."""
         self.failed_reads = 0
@@ -264,6 +277,9 @@ class DeviceInventory:
             self._events(), name="fotakit-inventory-events"
         )
         await asyncio.wait_for(self._subscribed.wait(), 10)
+        self._pacer = asyncio.get_running_loop().create_task(
+            self._pace_reads(), name="fotakit-inventory-pacer"
+        )
         for endpoint in list(self.server.registrations):
             self._request(endpoint, full=True, paced=True)
 
@@ -284,7 +300,8 @@ class DeviceInventory:
     async def stop(self) -> None:
         """Unsubscribe and cancel reads in flight; the views are kept."""
         task, self._task = self._task, None
-        tasks = [t for t in (task, *(s.task for s in self._slots.values())) if t is not None]
+        pacer, self._pacer = self._pacer, None
+        tasks = [t for t in (task, pacer, *(s.task for s in self._slots.values())) if t is not None]
         for t in tasks:
             t.cancel()
         for t in tasks:
@@ -348,6 +365,8 @@ class DeviceInventory:
                         continue
                 except Exception:
                     log.exception("inventory: busy(%r) failed", event.endpoint)
+                if isinstance(event, Registered | Updated):
+                    self._note_arrival()
                 if isinstance(event, Registered):
                     self._request(event.endpoint, full=True, paced=True)
                 elif isinstance(event, Updated) and self.read_on_update:
@@ -388,15 +407,47 @@ class DeviceInventory:
             if self._slots.get(endpoint) is slot and not slot.waiters:
                 del self._slots[endpoint]
 
+    def _note_arrival(self) -> None:
+        now = asyncio.get_running_loop().time()
+        self._arrivals = self._arrivals * math.exp(self._arrival_at - now) + 1.0
+        self._arrival_at = now
+
+    def _storming(self, now: float) -> bool:
+        """Registers/Updates arrive faster than reads would (≈ the last second's count)."""
+        return self._arrivals * math.exp(self._arrival_at - now) > self._read_rate
+
     async def _pace(self) -> None:
-        """Wait for this read's slot: one every ``1 / read_rate`` seconds, up to
-        ``read_burst`` at once (a generic cell rate algorithm, ITU-T I.371)."""
+        """Wait for this read's turn (first wanted, first read) from the pacer."""
+        if self._pacer is None:  # not started: nothing to pace against
+            return
+        turn: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._paced.append(turn)
+        self._pace_wake.set()
+        await turn
+
+    async def _pace_reads(self) -> None:
+        """Grant the paced reads their turns: a token bucket of ``read_burst`` filling at
+        ``read_rate`` per second, or ``storm_read_rate`` during a registration storm (the
+        rate is re-decided at every turn, so reads speed up as soon as the storm ends)."""
         loop = asyncio.get_running_loop()
-        now = loop.time()
-        slot = max(self._next_read, now - (self._read_burst - 1) * self._read_interval)
-        self._next_read = slot + self._read_interval
-        if slot > now:
-            await asyncio.sleep(slot - now)
+        self._tokens_at = loop.time()
+        for _ in range(10**12):  # ends when stop() cancels it
+            await self._pace_wake.wait()
+            while self._paced:
+                now = loop.time()
+                rate = self._storm_read_rate if self._storming(now) else self._read_rate
+                self._tokens = min(
+                    float(self._read_burst), self._tokens + (now - self._tokens_at) * rate
+                )
+                self._tokens_at = now
+                if self._tokens < 1.0:
+                    await asyncio.sleep(min((1.0 - self._tokens) / rate, 0.25))
+                    continue
+                turn = self._paced.popleft()
+                if not turn.done():  # (a cancelled reader gave its turn up)
+                    self._tokens -= 1.0
+                    turn.set_result(None)
+            self._pace_wake.clear()
 
     async def _read(self, endpoint: str, *, full: bool) -> DeviceView:
         """One read; never raises (but for cancellation): the last known view on failure."""
