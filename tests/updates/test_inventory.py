@@ -286,7 +286,9 @@ async def test_reads_a_register_storm_triggers_are_paced_and_a_refresh_is_not(
 ) -> None:
     # 2 reads at once, then 4 per second: 6 devices registering together are read over
     # at least (6 - 2) / 4 = 1 s, not all at once (docs/benchmarks.md, B1)
-    inv = DeviceInventory(server, read_timeout=5.0, read_rate=4.0, read_burst=2)
+    inv = DeviceInventory(
+        server, read_timeout=5.0, read_rate=4.0, read_burst=2, storm_read_rate=4.0
+    )
     loop = asyncio.get_running_loop()
     done_at: dict[str, float] = {}
     inv.add_listener(lambda view: done_at.setdefault(view.endpoint, loop.time()))
