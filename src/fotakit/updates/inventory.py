@@ -312,6 +312,7 @@ class DeviceInventory:
                 if not w.done():
                     w.cancel()
         self._slots.clear()
+        self._paced.clear()  # their readers were cancelled above
 
     async def __aenter__(self) -> DeviceInventory:
         await self.start()
