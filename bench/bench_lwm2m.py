@@ -814,7 +814,7 @@ def _table(
                 f"{_median(runs, 'dm', 'cpu'):.0%} | "
                 f"{statistics.median(r['rss_mib'] for r in runs):.0f} MiB |"
             )
-    return "\n".join(lines) + "\n"
+    return "\n".join(lines) + "\n\n"  # a blank line before the next section
 
 
 if __name__ == "__main__":
