@@ -558,8 +558,6 @@ async def _shipped_run(
             str(port),
             "--http-port",
             str(http_port),
-            "--log-level",
-            "WARNING",
             *extra,
         ]
         log = open(FsPath(tmp) / "server.log", "wb")  # noqa: ASYNC230 - set-up, not timed
@@ -739,8 +737,9 @@ def _table(
     if shipped:
         lines += [
             "**The shipped process.** `fotakit server --data-dir <tmp> --port <p> --http-port "
-            "<p'> --log-level WARNING` started as the README starts it (SQLite, update service "
-            "on, HTTP on, default `--register-rate` 20/s per source; every registration "
+            "<p'>` started as the README starts it (SQLite, update service on, HTTP on, "
+            "log level INFO: a line per registration, to a file; default `--register-rate` "
+            "20/s per source; every registration "
             "committed before its 2.01), pinned to CPU 0. The load generator "
             f"({args.generators} process(es), pinned to CPU 1) runs rate x "
             f"{args.duration:g} s clients, each its own UDP socket bound to its own "
