@@ -227,3 +227,46 @@ async def test_keyed_lock_forgets_a_waiter_that_was_cancelled() -> None:
     assert len(locks) == 0
     async with locks.hold("k"):  # still usable
         assert len(locks) == 1
+
+
+async def test_a_burst_larger_than_a_default_socket_buffer_is_answered_whole(
+    server_on: LwM2MServer,
+) -> None:
+    """Registers that arrive while the loop is busy wait in the socket's receive buffer:
+    a storm's worth fits (docs/benchmarks.md, B1), none is dropped for a device to
+    retransmit 2-3 s later (RFC 7252 4.2)."""
+    import socket
+
+    n = 1500  # ~1.5 MB of kernel buffer on loopback: several times the Linux default
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 * 1024 * 1024)
+    sock.bind(("127.0.0.1", 0))
+    sock.setblocking(False)
+    try:
+        # sent without yielding: the server's loop reads none of them meanwhile
+        for i in range(n):
+            msg = aiocoap.Message(
+                code=Code.POST,
+                payload=b"</1/0>,</3/0>",
+                content_format=40,
+                uri_path=("rd",),
+                uri_query=(f"ep=burst-{i}", "lt=300", "lwm2m=1.1"),
+            )
+            msg.mtype, msg.mid, msg.token = aiocoap.CON, i, i.to_bytes(2, "big")
+            sock.sendto(msg.encode(), ("127.0.0.1", server_on.port))
+        answered: set[bytes] = set()
+        loop = asyncio.get_running_loop()
+        async with asyncio.timeout(60):
+            while len(answered) < n:
+                reply = aiocoap.Message.decode(await loop.sock_recv(sock, 2048))
+                if reply.mtype == aiocoap.CON:  # a separate response (RFC 7252 5.2.2)
+                    ack = aiocoap.Message(code=Code.EMPTY)
+                    ack.mtype, ack.mid = aiocoap.ACK, reply.mid
+                    sock.sendto(ack.encode(), ("127.0.0.1", server_on.port))
+                if reply.code == Code.EMPTY:
+                    continue
+                assert reply.code == Code.CREATED, reply
+                answered.add(reply.token)
+    finally:
+        sock.close()
+    assert len(server_on.registrations) == n

@@ -338,3 +338,35 @@ async def test_cancel_of_a_job_driven_by_another_process_is_carried_out_by_its_o
     assert e.fleet.installs["x1"] == 0
     cancels = [ev for ev in events if ev.kind == "command" and ev.details["command"] == "cancel"]
     assert cancels and cancels[0].details["method"] == "execute"
+
+
+async def test_a_register_storm_claims_in_batches_and_still_takes_a_waiting_job(
+    tmp_path: Path, sqlite_url: str
+) -> None:
+    """Each Register claims the device's waiting jobs, after its answer and coalesced:
+    devices registering together cost a few claim transactions, not one each
+    (docs/benchmarks.md, B1); a job created before its device registered still runs."""
+    n = 12
+    async with env(tmp_path, sqlite_url) as e:
+        async with make_service(e.site, sqlite_url, policy=FAST_POLICY) as service:
+            claims: list[int] = []
+            store = service.engine.store
+            real_claim = store.claim_jobs
+
+            async def counting_claim(*args: Any, **kw: Any) -> Any:
+                claims.append(len(kw.get("endpoints") or ()))
+                return await real_claim(*args, **kw)
+
+            store.claim_jobs = counting_claim
+            # the job waits in the database for a device not registered yet
+            job_id = await service.start_job("storm-0", e.package.id)
+            eps = [f"storm-{i}" for i in range(n)]
+            for ep in eps:
+                e.fleet.make(ep, e.site.server.port)
+            await e.fleet.start(e.site.server, eps)
+            job = await wait_job(service, job_id)
+    assert job.state == "succeeded"
+    assert e.fleet.installs["storm-0"] == 1
+    # one claim per Register would be n transactions of one endpoint each
+    assert 1 <= len(claims) <= n // 2, claims
+    assert sum(claims) >= n - 1  # every device was looked at (storm-0 maybe via its job)

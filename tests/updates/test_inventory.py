@@ -281,6 +281,47 @@ async def test_concurrent_refreshes_share_reads(
     assert inventory.reads - before <= 2
 
 
+async def test_reads_a_register_storm_triggers_are_paced_and_a_refresh_is_not(
+    server: LwM2MServer, devices: Devices
+) -> None:
+    # 2 reads at once, then 4 per second: 6 devices registering together are read over
+    # at least (6 - 2) / 4 = 1 s, not all at once (docs/benchmarks.md, B1)
+    inv = DeviceInventory(
+        server, read_timeout=5.0, read_rate=4.0, read_burst=2, storm_read_rate=4.0
+    )
+    loop = asyncio.get_running_loop()
+    done_at: dict[str, float] = {}
+    inv.add_listener(lambda view: done_at.setdefault(view.endpoint, loop.time()))
+    await inv.start()
+    try:
+        devices.make("known")
+        await devices.start("known")
+        await until(inv, lambda: "known" in inv.views)
+        await inv.settled()
+        storm = [f"storm-{i}" for i in range(6)]
+        for ep in storm:
+            devices.make(ep)
+        await devices.start(*storm)
+        # an operator's refresh meanwhile is not queued behind the storm's reads
+        view = await inv.refresh("known")
+        refreshed_at = loop.time()
+        assert view.class_name == "sensor-v2"
+        await until(inv, lambda: set(storm) <= set(done_at))
+        times = sorted(done_at[ep] for ep in storm)
+        assert times[-1] - times[0] >= 0.9, times
+        assert refreshed_at < times[-1]
+        assert inv.reads == 1 + 1 + 6  # known, its refresh, the storm: one read each
+    finally:
+        await inv.stop()
+
+
+def test_read_pacing_needs_a_positive_rate_and_burst(server: LwM2MServer) -> None:
+    with pytest.raises(ValueError, match="read_rate"):
+        DeviceInventory(server, read_rate=0.0)
+    with pytest.raises(ValueError, match="read_burst"):
+        DeviceInventory(server, read_burst=0)
+
+
 async def test_busy_devices_are_not_read_until_refreshed(
     server: LwM2MServer, devices: Devices
 ) -> None:

@@ -161,6 +161,7 @@ class LwM2MServer:
                 build_site(self), self.config.host, self.config.port
             )
             reset_unknown_notifications(self._ctx)
+            _widen_receive_buffer(self._ctx)
         except BaseException:
             if opened_here:
                 await self._store.close()
@@ -1115,3 +1116,21 @@ class LwM2MServer:
         result = await self._observation_answered(reg, spec, handle, response, persist=True)
         if isinstance(result, BaseException) or result.ended:
             await self._forget_observation(spec.observation_id or "")
+
+
+#: receive buffer asked for the LwM2M socket (the kernel caps it at net.core.rmem_max)
+RECEIVE_BUFFER = 4 * 1024 * 1024
+
+
+def _widen_receive_buffer(ctx: aiocoap.Context) -> None:
+    """Let the LwM2M socket hold a registration storm's datagrams (about 4 s at 1000
+    Registers/s) while the loop is busy, instead of dropping them at the default of a
+    few hundred: each drop costs the device an RFC 7252 retransmission 2-3 s later (and
+    the server the work twice). Best effort: a smaller buffer is not an error."""
+    for iface in ctx.request_interfaces:
+        message_interface = iface.token_interface.message_interface
+        transport = getattr(message_interface, "transport", None)
+        sock = None if transport is None else transport.get_extra_info("socket")
+        if sock is not None:
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, RECEIVE_BUFFER)

@@ -10,7 +10,10 @@
   feeds the job (which re-observes /5/0/3 and /5/0/5 and reads them: observations die
   with a reboot), a Notification feeds /5/0/3 and /5/0/5 to the job, a Register also
   claims jobs waiting for that device (a single-device job created before it registered,
-  or after it moved here from another process) and offers it to continuous campaigns;
+  or after it moved here from another process) and offers it to continuous campaigns —
+  both after the Register was answered and coalesced: the devices that registered while
+  one claim was in flight are claimed together by the next (one database write for a
+  batch, not one per Register; a registration storm is not a storm of writes);
 * leases: the claims of this process's jobs are renewed every ``lease_s / 3``; a process
   that dies loses them after ``lease_s``, and at the same period this process claims the
   jobs of devices registered here whose owner's lease ran out (a device that moved here
@@ -137,6 +140,10 @@ class UpdateEngine:
         self._tasks: list[asyncio.Task[Any]] = []
         self._subscribed = asyncio.Event()
         self._started = False
+        # devices that registered and wait for their job claim / continuous-campaign offer
+        self._claim_wanted: set[str] = set()
+        self._offer_wanted: dict[str, None] = {}  # ordered: offered in Register order
+        self._registered = asyncio.Event()
 
     # -- lifecycle --------------------------------------------------------------------------
 
@@ -149,6 +156,7 @@ class UpdateEngine:
         await self.reload_profiles()
         self._tasks.append(loop.create_task(self._profile_loop(), name="fotakit-profiles"))
         self._tasks.append(loop.create_task(self._events(), name="fotakit-update-events"))
+        self._tasks.append(loop.create_task(self._after_registers(), name="fotakit-registers"))
         await asyncio.wait_for(self._subscribed.wait(), 10)
         self.driver.start()
         await self.recover()
@@ -217,8 +225,9 @@ class UpdateEngine:
             if self.driver.jobs_of(ep):
                 await self.driver.on_registered(ep, "register")
             else:
-                self._spawn(self._claim([ep]))
-            self._spawn(self.campaigns.offer(ep))
+                self._claim_wanted.add(ep)
+            self._offer_wanted[ep] = None
+            self._registered.set()
         elif isinstance(event, Updated):
             if self.driver.jobs_of(event.endpoint):
                 await self.driver.on_registered(event.endpoint, "update")
@@ -227,10 +236,33 @@ class UpdateEngine:
             if self.driver.jobs_of(event.endpoint):
                 await self.driver.on_notification(event.endpoint, event.path, event.content)
 
-    def _spawn(self, coro: Any) -> None:
-        task = asyncio.ensure_future(coro)
-        self._tasks.append(task)
-        task.add_done_callback(lambda t: self._tasks.remove(t) if t in self._tasks else None)
+    #: offers made before the loop is given to other work (a Register's answer among them)
+    _OFFER_SLICE = 64
+
+    async def _after_registers(self) -> None:
+        """Claim the jobs of, and offer to continuous campaigns, the devices that
+        registered: in batches, one claim (one database write) per batch, so a storm of
+        Registers neither waits for nor multiplies this work."""
+        for _ in range(10**12):  # ends when stop() cancels it
+            await self._registered.wait()
+            self._registered.clear()
+            while self._claim_wanted or self._offer_wanted:
+                claim, self._claim_wanted = self._claim_wanted, set()
+                offer, self._offer_wanted = list(self._offer_wanted), {}
+                # a device that de-registered meanwhile is not served here
+                claim = {ep for ep in claim if ep in self.server.registrations}
+                if claim:
+                    try:
+                        await self._claim(sorted(claim))
+                    except Exception:
+                        log.exception("claiming the jobs of %d devices failed", len(claim))
+                for i, ep in enumerate(offer, 1):
+                    try:
+                        await self.campaigns.offer(ep)
+                    except Exception:
+                        log.exception("offering %s to continuous campaigns failed", ep)
+                    if i % self._OFFER_SLICE == 0:
+                        await asyncio.sleep(0)
 
     async def _leases(self) -> None:
         period = max(0.05, self.config.lease_s / 3)

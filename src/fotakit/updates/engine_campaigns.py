@@ -279,11 +279,12 @@ class CampaignRunner:
 
     async def offer(self, endpoint: str) -> None:
         """A device registered: continuous campaigns may take it in."""
-        view = self.inventory(endpoint)
+        view: DeviceView | None = None  # looked up only for a campaign that may take it
         for cid in list(self._known):
             c = self._cache.get(cid)
             if c is None or c.spec.mode.value != "continuous" or endpoint in c.members:
                 continue
+            view = self.inventory(endpoint) if view is None else view
             if c.spec.target.matches(view):
                 self._pending.setdefault(cid, _Pending()).operator.append(_offer(view))
                 self.wake()

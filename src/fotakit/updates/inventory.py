@@ -27,10 +27,18 @@ Where each field comes from:
 
 Bounds and failures: at most one read is in flight per device (and at most
 ``max_concurrent_reads`` over all devices); requests that arrive
-meanwhile coalesce into one follow-up read. A read that fails (4.xx/5.xx, timeout,
-unreachable, undecodable, de-registered meanwhile) keeps the last known view; a device
-never read successfully is known by its endpoint only. Views are kept after a device
-de-registers (its last known state; campaigns only consider registered devices).
+meanwhile coalesce into one follow-up read. The reads a Register or Update triggers (and
+those of :meth:`DeviceInventory.start`) are paced, in the order they were wanted: at most
+``read_rate`` start per second (after a burst of ``read_burst``), and only
+``storm_read_rate`` while Registers and Updates arrive faster than ``read_rate`` (their
+rate estimated over about a second). So a registration storm — a fleet coming back after
+an outage — is answered first and read afterwards, not turned into a storm of reads and
+database writes competing with the Registers' answers (docs/benchmarks.md, B1). A read
+someone waits for (:meth:`DeviceInventory.refresh`) is not paced. A read that fails
+(4.xx/5.xx, timeout, unreachable, undecodable, de-registered meanwhile) keeps the last
+known view; a device never read successfully is known by its endpoint only. Views are
+kept after a device de-registers (its last known state; campaigns only consider
+registered devices).
 
 Persistence (given a ``store``, as :class:`~fotakit.updates.service.UpdateService` does):
 every successful read is written to the ``device_inventory`` table (class, model,
@@ -48,9 +56,11 @@ table when another process writes a newer one; the next read of the device here 
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import dataclasses
 import logging
+import math
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -149,6 +159,7 @@ class _Slot:
 
     task: asyncio.Task[None] | None = None
     full: bool = False
+    urgent: bool = False  # someone waits for this read: not paced
     waiters: list[asyncio.Future[DeviceView]] = field(default_factory=list)
 
 
@@ -162,6 +173,9 @@ class DeviceInventory:
         read_timeout: float = 30.0,
         read_on_update: bool = True,
         max_concurrent_reads: int = 64,
+        read_rate: float = 100.0,
+        read_burst: int = 50,
+        storm_read_rate: float = 5.0,
         busy: Callable[[str], bool] | None = None,
         store: UpdateStore | None = None,
         clock: Callable[[], float] = time.time,
@@ -169,7 +183,10 @@ class DeviceInventory:
         """``read_timeout``: bound on one Read (queue-mode waits included).
         ``read_on_update``: re-read /3/0/3 on each registration Update.
         ``max_concurrent_reads``: reads in flight over all devices (a fleet registering at
-        once, or :meth:`start` on a server with many registrations). ``busy``: devices
+        once, or :meth:`start` on a server with many registrations). ``read_rate``,
+        ``read_burst``: reads started per second (and at once) for Register/Update
+        events and at start; ``storm_read_rate``: per second during a registration storm
+        (module docstring). ``busy``: devices
         not to read on their Register/Update events (an update job is talking to them:
         no requests of ours in between); whoever says so calls :meth:`refresh_soon`
         when they are free again. ``store``: where each successful read is kept and
@@ -188,6 +205,18 @@ class DeviceInventory:
         self._task: asyncio.Task[None] | None = None
         self._subscribed = asyncio.Event()
         self._limit = asyncio.Semaphore(max(1, max_concurrent_reads))
+        if read_rate <= 0 or storm_read_rate <= 0 or read_burst < 1:
+            raise ValueError("read_rate and storm_read_rate must be > 0 and read_burst >= 1")
+        self._read_rate = read_rate
+        self._storm_read_rate = storm_read_rate
+        self._read_burst = read_burst
+        self._tokens = float(read_burst)  # token bucket of the paced reads
+        self._tokens_at = 0.0
+        self._arrivals = 0.0  # Registers and Updates, decayed with a 1 s time constant
+        self._arrival_at = 0.0
+        self._paced: collections.deque[asyncio.Future[None]] = collections.deque()
+        self._pace_wake = asyncio.Event()
+        self._pacer: asyncio.Task[None] | None = None
         self.reads = 0
         """Reads sent (for tests and metrics)."""
         self.failed_reads = 0
@@ -285,8 +314,11 @@ class DeviceInventory:
             self._events(), name="fotakit-inventory-events"
         )
         await asyncio.wait_for(self._subscribed.wait(), 10)
+        self._pacer = asyncio.get_running_loop().create_task(
+            self._pace_reads(), name="fotakit-inventory-pacer"
+        )
         for endpoint in list(self.server.registrations):
-            self._request(endpoint, full=True)
+            self._request(endpoint, full=True, paced=True)
 
     async def _load(self) -> None:
         """The stored views, under any this process has read already."""
@@ -305,7 +337,8 @@ class DeviceInventory:
     async def stop(self) -> None:
         """Unsubscribe and cancel reads in flight; the views are kept."""
         task, self._task = self._task, None
-        tasks = [t for t in (task, *(s.task for s in self._slots.values())) if t is not None]
+        pacer, self._pacer = self._pacer, None
+        tasks = [t for t in (task, pacer, *(s.task for s in self._slots.values())) if t is not None]
         for t in tasks:
             t.cancel()
         for t in tasks:
@@ -316,6 +349,7 @@ class DeviceInventory:
                 if not w.done():
                     w.cancel()
         self._slots.clear()
+        self._paced.clear()  # their readers were cancelled above
 
     async def __aenter__(self) -> DeviceInventory:
         await self.start()
@@ -337,7 +371,7 @@ class DeviceInventory:
     async def refresh(self, endpoint: str) -> DeviceView:
         """Read /3/0 and the stored tags now (joined to a read already in flight by a
         follow-up read); the resulting view, which is the last known one on failure."""
-        return await self._request(endpoint, full=True)
+        return await self._request(endpoint, full=True, paced=False)
 
     def refresh_soon(self, endpoint: str) -> None:
         """Like :meth:`refresh`, in the background (from sync code, e.g. a job's end)."""
@@ -369,17 +403,23 @@ class DeviceInventory:
                         continue
                 except Exception:
                     log.exception("inventory: busy(%r) failed", event.endpoint)
+                if isinstance(event, Registered | Updated):
+                    self._note_arrival()
                 if isinstance(event, Registered):
-                    self._request(event.endpoint, full=True)
+                    self._request(event.endpoint, full=True, paced=True)
                 elif isinstance(event, Updated) and self.read_on_update:
-                    self._request(event.endpoint, full=False)
+                    self._request(event.endpoint, full=False, paced=True)
 
     # -- reads --------------------------------------------------------------------------------
 
-    def _request(self, endpoint: str, *, full: bool) -> asyncio.Future[DeviceView]:
-        """Want a read of ``endpoint``: joins the next read (one in flight per device)."""
+    def _request(
+        self, endpoint: str, *, full: bool, paced: bool = False
+    ) -> asyncio.Future[DeviceView]:
+        """Want a read of ``endpoint``: joins the next read (one in flight per device);
+        ``paced``: it waits for its slot at ``read_rate`` (unless someone waits for it)."""
         slot = self._slots.setdefault(endpoint, _Slot())
         slot.full = slot.full or full
+        slot.urgent = slot.urgent or not paced
         future: asyncio.Future[DeviceView] = asyncio.get_running_loop().create_future()
         slot.waiters.append(future)
         if slot.task is None:
@@ -391,8 +431,11 @@ class DeviceInventory:
     async def _work(self, endpoint: str, slot: _Slot) -> None:
         try:
             while slot.waiters:
+                if not slot.urgent:
+                    await self._pace()
                 waiters, slot.waiters = slot.waiters, []
                 full, slot.full = slot.full, False
+                slot.urgent = False
                 view = await self._read(endpoint, full=full)
                 for w in waiters:
                     if not w.done():
@@ -401,6 +444,48 @@ class DeviceInventory:
             slot.task = None
             if self._slots.get(endpoint) is slot and not slot.waiters:
                 del self._slots[endpoint]
+
+    def _note_arrival(self) -> None:
+        now = asyncio.get_running_loop().time()
+        self._arrivals = self._arrivals * math.exp(self._arrival_at - now) + 1.0
+        self._arrival_at = now
+
+    def _storming(self, now: float) -> bool:
+        """Registers/Updates arrive faster than reads would (≈ the last second's count)."""
+        return self._arrivals * math.exp(self._arrival_at - now) > self._read_rate
+
+    async def _pace(self) -> None:
+        """Wait for this read's turn (first wanted, first read) from the pacer."""
+        if self._pacer is None:  # not started: nothing to pace against
+            return
+        turn: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._paced.append(turn)
+        self._pace_wake.set()
+        await turn
+
+    async def _pace_reads(self) -> None:
+        """Grant the paced reads their turns: a token bucket of ``read_burst`` filling at
+        ``read_rate`` per second, or ``storm_read_rate`` during a registration storm (the
+        rate is re-decided at every turn, so reads speed up as soon as the storm ends)."""
+        loop = asyncio.get_running_loop()
+        self._tokens_at = loop.time()
+        for _ in range(10**12):  # ends when stop() cancels it
+            await self._pace_wake.wait()
+            while self._paced:
+                now = loop.time()
+                rate = self._storm_read_rate if self._storming(now) else self._read_rate
+                self._tokens = min(
+                    float(self._read_burst), self._tokens + (now - self._tokens_at) * rate
+                )
+                self._tokens_at = now
+                if self._tokens < 1.0:
+                    await asyncio.sleep(min((1.0 - self._tokens) / rate, 0.25))
+                    continue
+                turn = self._paced.popleft()
+                if not turn.done():  # (a cancelled reader gave its turn up)
+                    self._tokens -= 1.0
+                    turn.set_result(None)
+            self._pace_wake.clear()
 
     async def _read(self, endpoint: str, *, full: bool) -> DeviceView:
         """One read; never raises (but for cancellation): the last known view on failure."""
@@ -421,7 +506,15 @@ class DeviceInventory:
         except Exception:
             self.failed_reads += 1
             log.exception("inventory: read of %s on %s failed", path, endpoint)
-        view = view_from_device_object(self(endpoint), content)  # latest: set_tags may have run
+        # latest: set_tags may have run. A successful full read says everything a view takes
+        # from /3/0, so a device with no view here needs no synchronous database lookup on
+        # the event loop first (one per new device: a Register storm's worth of them)
+        base = (
+            self._views.get(endpoint) or DeviceView(endpoint=endpoint)
+            if full and content
+            else self(endpoint)
+        )
+        view = view_from_device_object(base, content)
         if tags is not None:
             view = dataclasses.replace(view, tags=tags)
         if content:
