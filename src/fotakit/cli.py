@@ -110,6 +110,18 @@ def server(
         int,
         typer.Option(help="Burst of Register requests one source address may send at once.", min=1),
     ] = 50,
+    min_lifetime: Annotated[
+        int,
+        typer.Option(
+            help="Shortest registration lifetime (lt, seconds) accepted; below it: 4.00.", min=1
+        ),
+    ] = 1,
+    max_lifetime: Annotated[
+        int,
+        typer.Option(
+            help="Longest registration lifetime (lt, seconds) accepted; above it: 4.00.", min=1
+        ),
+    ] = 30 * 24 * 3600,
     log_level: Annotated[str, typer.Option(help="DEBUG, INFO, WARNING or ERROR.")] = "INFO",
     http_port: Annotated[
         int,
@@ -227,6 +239,13 @@ def server(
     transport = TransportParams(
         ack_timeout=ack_timeout, max_retransmit=max_retransmit, request_timeout=request_timeout
     )
+    if min_lifetime > max_lifetime:
+        err_console.print(
+            f"[red]error:[/red] --min-lifetime {min_lifetime} is above --max-lifetime "
+            f"{max_lifetime}",
+            highlight=False,
+        )
+        raise typer.Exit(2)
     config = ServerConfig(
         host=host,
         port=port,
@@ -234,6 +253,8 @@ def server(
         transport=transport,
         max_register_rate=register_rate,
         register_burst=register_burst,
+        min_lifetime=min_lifetime,
+        max_lifetime=max_lifetime,
     )
     try:
         repository_dir = (repository or (data_dir or FsPath("data")) / "repository").expanduser()

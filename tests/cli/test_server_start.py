@@ -230,3 +230,11 @@ async def test_http_head_timeout_must_be_positive(tmp_path: Path) -> None:
         "--data-dir", str(tmp_path / "data"),
     )  # fmt: skip
     assert code == 2 and "--http-head-timeout" in err
+
+
+async def test_min_lifetime_above_max_lifetime_is_refused(tmp_path: Path) -> None:
+    code, _, err = await _run_to_exit(
+        tmp_path, "server", "--port", "0", "--http-port", "0", "--min-lifetime", "600",
+        "--max-lifetime", "60", "--data-dir", str(tmp_path / "data"),
+    )  # fmt: skip
+    assert code == 2 and "--min-lifetime 600 is above --max-lifetime 60" in err

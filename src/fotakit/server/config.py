@@ -30,6 +30,10 @@ class ServerConfig:
     from one source host; ``register_burst`` is the token bucket's depth.
     ``expiry_grace`` is added to a registration's lifetime before it expires, so an Update
     sent at the last moment over a slow link is not lost to a race.
+    ``min_lifetime`` .. ``max_lifetime`` (seconds) is the range of ``lt`` a Register or
+    Update may ask for; outside it the answer is 4.00 naming the bound. TS Core 1.1.1
+    §5.3.1 leaves the server's limits to the server: the defaults refuse only ``lt=0``
+    (a registration that never expires) and lifetimes beyond 30 days.
     ``extra_resources`` are (path, aiocoap resource) pairs mounted next to ``/rd`` on the
     same port, e.g. the firmware repository's ``/fw`` (``fotakit.repository.coap``).
     """
@@ -49,7 +53,16 @@ class ServerConfig:
     back only its own at start. None: ``<host name>:<port>`` is stored, and every stored
     registration is loaded (one process per database)."""
     max_endpoint_length: int = 255
+    min_lifetime: int = 1
+    max_lifetime: int = 30 * 24 * 3600
     extra_resources: tuple[tuple[tuple[str, ...], Any], ...] = ()
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.min_lifetime <= self.max_lifetime:
+            raise ValueError(
+                f"lifetime bounds {self.min_lifetime}..{self.max_lifetime} s: need "
+                "1 <= min_lifetime <= max_lifetime"
+            )
 
     @property
     def awake_time(self) -> float:

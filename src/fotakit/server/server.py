@@ -298,6 +298,7 @@ class LwM2MServer:
                 f"endpoint name is {len(params.endpoint)} characters long, at most "
                 f"{self.config.max_endpoint_length} accepted"
             )
+        self._check_lifetime(params.lifetime)
         now = utcnow()
         async with self._locks.hold(params.endpoint):
             reg = Registration(
@@ -345,6 +346,8 @@ class LwM2MServer:
         params = parse_update(
             query, payload, lwm2m_version=current.lwm2m_version if current else None
         )
+        if params.lifetime is not None:
+            self._check_lifetime(params.lifetime)
         now = utcnow()
         async with self._locks.hold(endpoint):
             previous = self._regs.get(endpoint)
@@ -404,6 +407,16 @@ class LwM2MServer:
         log.info("deregistered ep=%s id=%s", reg.endpoint, reg.registration_id)
         self._bus.publish(Deregistered(endpoint=reg.endpoint, registration=reg))
         return aiocoap.Message(code=aiocoap.DELETED)
+
+    def _check_lifetime(self, lifetime: int) -> None:
+        """Refuse an ``lt`` outside the configured bounds (4.00 naming the bound)."""
+        low, high = self.config.min_lifetime, self.config.max_lifetime
+        if lifetime < low:
+            raise BadRequest(f"lifetime lt={lifetime} is below the minimum {low} s ({low}..{high})")
+        if lifetime > high:
+            raise BadRequest(
+                f"lifetime lt={lifetime} is above the maximum {high} s ({low}..{high})"
+            )
 
     def _remember_remote(self, host: str, port: int, remote: Any) -> None:
         """The aiocoap remote of a Register or Update from ``host``:``port``."""
