@@ -122,6 +122,13 @@ def server(
             help="Longest registration lifetime (lt, seconds) accepted; above it: 4.00.", min=1
         ),
     ] = 30 * 24 * 3600,
+    max_registrations: Annotated[
+        int,
+        typer.Option(
+            help="Registrations held at most; a new endpoint beyond it gets 5.03 with Max-Age.",
+            min=1,
+        ),
+    ] = 200_000,
     log_level: Annotated[str, typer.Option(help="DEBUG, INFO, WARNING or ERROR.")] = "INFO",
     http_port: Annotated[
         int,
@@ -255,6 +262,7 @@ def server(
         register_burst=register_burst,
         min_lifetime=min_lifetime,
         max_lifetime=max_lifetime,
+        max_registrations=max_registrations,
     )
     try:
         repository_dir = (repository or (data_dir or FsPath("data")) / "repository").expanduser()

@@ -5,10 +5,13 @@ registrations that expired while the server was down are not loaded back
 
 from __future__ import annotations
 
+import logging
+
 import pytest
 from aiocoap.numbers.codes import Code
-from server_fakes import FakeDevice, make_config
+from server_fakes import DEVICE_VALUES, FakeDevice, make_config
 
+from fotakit.lwm2m.objects import builtin_registry
 from fotakit.server import LwM2MServer
 
 
@@ -65,3 +68,40 @@ async def test_update_with_a_lifetime_out_of_bounds_is_refused_and_keeps_the_reg
 def test_inverted_lifetime_bounds_are_refused() -> None:
     with pytest.raises(ValueError, match="min_lifetime <= max_lifetime"):
         make_config("sqlite://", min_lifetime=100, max_lifetime=10)
+
+
+async def test_a_new_endpoint_beyond_the_cap_gets_service_unavailable_with_max_age(
+    sqlite_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    config = make_config(sqlite_url, max_registrations=3, registrations_full_max_age=45)
+    devices = [await FakeDevice.start(builtin_registry(), DEVICE_VALUES) for _ in range(5)]
+    try:
+        async with LwM2MServer(config) as server:
+            for i, dev in enumerate(devices[:3]):
+                assert (await dev.register(server.port, f"dev{i}")).code == Code.CREATED
+            with caplog.at_level(logging.WARNING, logger="fotakit.server"):
+                for i, dev in enumerate(devices[3:], start=3):
+                    response = await dev.register(server.port, f"dev{i}")
+                    assert response.code == Code.SERVICE_UNAVAILABLE
+                    assert response.opt.max_age == 45
+            warnings = [r for r in caplog.records if "registration table full" in r.getMessage()]
+            assert len(warnings) == 1  # rate-limited: one line for the two refusals
+            assert await registered_endpoints(server) == ["dev0", "dev1", "dev2"]
+            # A re-Register of a registered endpoint is always accepted, even when full.
+            assert (await devices[0].register(server.port, "dev0")).code == Code.CREATED
+            assert (await devices[0].update(server.port)).code == Code.CHANGED
+            # A De-register frees a place for a new endpoint.
+            assert (await devices[1].deregister(server.port)).code == Code.DELETED
+            assert (await devices[3].register(server.port, "dev3")).code == Code.CREATED
+            assert (await devices[4].register(server.port, "dev4")).code == (
+                Code.SERVICE_UNAVAILABLE
+            )
+            assert await registered_endpoints(server) == ["dev0", "dev2", "dev3"]
+    finally:
+        for dev in devices:
+            await dev.stop()
+
+
+def test_a_cap_below_one_is_refused() -> None:
+    with pytest.raises(ValueError, match="max_registrations"):
+        make_config("sqlite://", max_registrations=0)

@@ -34,6 +34,9 @@ class ServerConfig:
     Update may ask for; outside it the answer is 4.00 naming the bound. TS Core 1.1.1
     §5.3.1 leaves the server's limits to the server: the defaults refuse only ``lt=0``
     (a registration that never expires) and lifetimes beyond 30 days.
+    ``max_registrations`` caps the registration table: a Register of a new endpoint
+    beyond it gets 5.03 with Max-Age ``registrations_full_max_age`` (RFC 7252
+    §5.9.3.4); a re-Register of a registered endpoint is always accepted.
     ``extra_resources`` are (path, aiocoap resource) pairs mounted next to ``/rd`` on the
     same port, e.g. the firmware repository's ``/fw`` (``fotakit.repository.coap``).
     """
@@ -55,6 +58,8 @@ class ServerConfig:
     max_endpoint_length: int = 255
     min_lifetime: int = 1
     max_lifetime: int = 30 * 24 * 3600
+    max_registrations: int = 200_000
+    registrations_full_max_age: int = 60
     extra_resources: tuple[tuple[tuple[str, ...], Any], ...] = ()
 
     def __post_init__(self) -> None:
@@ -63,6 +68,8 @@ class ServerConfig:
                 f"lifetime bounds {self.min_lifetime}..{self.max_lifetime} s: need "
                 "1 <= min_lifetime <= max_lifetime"
             )
+        if self.max_registrations < 1:
+            raise ValueError(f"max_registrations {self.max_registrations}: need at least 1")
 
     @property
     def awake_time(self) -> float:

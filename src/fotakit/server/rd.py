@@ -10,7 +10,9 @@ De-register                DELETE /rd/<id>        2.02 Deleted; 4.04 for an unkn
 
 Bad query parameters or a payload that is not link-format get 4.00, an unsupported
 ``lwm2m`` version 4.12, other methods 4.05, other paths 4.04 (aiocoap's Site). A Register
-flood from one source host gets 5.03 with Max-Age. These resources only translate between
+flood from one source host, or a Register of a new endpoint when the registration table
+is full (``ServerConfig.max_registrations``), gets 5.03 with Max-Age; an ``lt`` outside
+the configured lifetime bounds gets 4.00. These resources only translate between
 CoAP and :class:`~fotakit.server.server.LwM2MServer`, which owns all state.
 """
 

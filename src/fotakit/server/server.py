@@ -143,6 +143,11 @@ class LwM2MServer:
         self._flushers: dict[str, asyncio.Task[None]] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
         self._locks = KeyedLock()  # per endpoint: registration changes stay in order
+        # new endpoints whose Register is being committed: they count against the cap
+        # (config.max_registrations) before they reach self._regs
+        self._admitting = 0
+        self._refused_full = 0  # Registers refused by the cap since the last warning
+        self._full_warned_at = float("-inf")
         self._expiry_heap: list[tuple[float, str]] = []
         self._expiry_wake = asyncio.Event()
         self._expiry_task: asyncio.Task[None] | None = None
@@ -301,6 +306,11 @@ class LwM2MServer:
         self._check_lifetime(params.lifetime)
         now = utcnow()
         async with self._locks.hold(params.endpoint):
+            new_endpoint = params.endpoint not in self._regs
+            if new_endpoint:
+                if len(self._regs) + self._admitting >= self.config.max_registrations:
+                    return self._registrations_full(params.endpoint)
+                self._admitting += 1
             reg = Registration(
                 registration_id=new_registration_id(),
                 endpoint=params.endpoint,
@@ -317,7 +327,11 @@ class LwM2MServer:
                 registered_at=now,
                 last_update=now,
             )
-            await self.store.upsert_registration(to_record(reg, self.node_id))
+            try:
+                await self.store.upsert_registration(to_record(reg, self.node_id))
+            finally:
+                if new_endpoint:
+                    self._admitting -= 1
             old = self._regs.get(reg.endpoint)
             if old is not None:
                 self._by_id.pop(old.registration_id, None)
@@ -407,6 +421,29 @@ class LwM2MServer:
         log.info("deregistered ep=%s id=%s", reg.endpoint, reg.registration_id)
         self._bus.publish(Deregistered(endpoint=reg.endpoint, registration=reg))
         return aiocoap.Message(code=aiocoap.DELETED)
+
+    def _registrations_full(self, endpoint: str) -> aiocoap.Message:
+        """5.03 with Max-Age (RFC 7252 §5.9.3.4) for a new endpoint beyond the cap, and a
+        WARNING at most once a minute (a flood must not flood the log too)."""
+        self._refused_full += 1
+        now = time.monotonic()
+        if now - self._full_warned_at >= 60.0:
+            log.warning(
+                "registration table full (%d of max %d): refused Register of ep=%s "
+                "(%d refused since the last warning)",
+                len(self._regs),
+                self.config.max_registrations,
+                endpoint[:64],
+                self._refused_full,
+            )
+            self._full_warned_at = now
+            self._refused_full = 0
+        response = aiocoap.Message(
+            code=aiocoap.SERVICE_UNAVAILABLE,
+            payload=f"registration table full ({self.config.max_registrations})".encode(),
+        )
+        response.opt.max_age = self.config.registrations_full_max_age
+        return response
 
     def _check_lifetime(self, lifetime: int) -> None:
         """Refuse an ``lt`` outside the configured bounds (4.00 naming the bound)."""
