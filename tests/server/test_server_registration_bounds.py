@@ -6,13 +6,18 @@ registrations that expired while the server was down are not loaded back
 from __future__ import annotations
 
 import logging
+from datetime import timedelta
 
 import pytest
 from aiocoap.numbers.codes import Code
 from server_fakes import DEVICE_VALUES, FakeDevice, make_config
 
 from fotakit.lwm2m.objects import builtin_registry
+from fotakit.lwm2m.path import Path
 from fotakit.server import LwM2MServer
+from fotakit.server.persistence import to_record
+from fotakit.store.records import utcnow
+from fotakit.updates.inventory import DeviceInventory
 
 
 async def registered_endpoints(server: LwM2MServer) -> list[str]:
@@ -105,3 +110,45 @@ async def test_a_new_endpoint_beyond_the_cap_gets_service_unavailable_with_max_a
 def test_a_cap_below_one_is_refused() -> None:
     with pytest.raises(ValueError, match="max_registrations"):
         make_config("sqlite://", max_registrations=0)
+
+
+async def test_registrations_expired_while_down_are_not_loaded_nor_read(db_url: str) -> None:
+    fresh = await FakeDevice.start(builtin_registry(), DEVICE_VALUES)
+    stale = await FakeDevice.start(builtin_registry(), DEVICE_VALUES)
+    try:
+        first = LwM2MServer(make_config(db_url))
+        await first.start()
+        try:
+            assert (await fresh.register(first.port, "fresh", lifetime=300)).code == Code.CREATED
+            assert (await stale.register(first.port, "stale", lifetime=60)).code == Code.CREATED
+            reg = first.get("stale")
+            assert reg is not None
+            # "stale" was last heard from an hour ago with a 60 s lifetime: it expired
+            # while no server ran (stored as the server stores it, only older).
+            an_hour_ago = utcnow() - timedelta(hours=1)
+            old = reg.replace(registered_at=an_hour_ago, last_update=an_hour_ago)
+            await first.store.upsert_registration(to_record(old, first.node_id))
+        finally:
+            await first.stop()
+        second = LwM2MServer(make_config(db_url))
+        await second.start()
+        try:
+            # Checked before anything else runs: not loaded, not online (no stored row).
+            assert second.get("stale") is None and "stale" not in second.registrations
+            assert await registered_endpoints(second) == ["fresh"]
+            inventory = DeviceInventory(second, read_timeout=5.0)
+            await inventory.start()
+            try:
+                await inventory.settled()
+                assert inventory("fresh").firmware_version is not None
+            finally:
+                await inventory.stop()
+            assert any(seen.path == Path(3, 0) for seen in fresh.seen)
+            assert stale.seen == []  # never read: not heard from since the restart
+            # It comes back online when heard from again.
+            assert (await stale.register(second.port, "stale")).code == Code.CREATED
+        finally:
+            await second.stop()
+    finally:
+        await fresh.stop()
+        await stale.stop()

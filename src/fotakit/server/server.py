@@ -14,8 +14,8 @@ Theory of operation
   registrations, so a client's next Update to ``/rd/<id>`` gets 2.04 without re-registering.
 * **Expiry.** One background task sleeps until the earliest ``last_update + lifetime +
   expiry_grace`` and expires what is due (an :class:`Expired` event, observations and
-  queued requests dropped). Registrations that ran out while the server was down expire
-  right after :meth:`start`.
+  queued requests dropped). Registrations that ran out while the server was down are
+  dropped from the store while :meth:`start` loads them: never online, never read.
 * **Queue mode.** A client with ``Q`` is awake for ``queue_awake_time`` after it last sent
   anything. Requests to it while it sleeps are queued, persisted, and sent in order when
   it next talks; the caller's coroutine resolves then. Requests restored after a restart
@@ -190,6 +190,8 @@ class LwM2MServer:
         return self.config.node_id or f"{socket.gethostname()}:{self._port}"
 
     async def _load(self, store: AsyncStore) -> None:
+        now = time.time()
+        expired = 0
         for rec in await store.list_registrations():
             if self.config.node_id and rec.node_id not in (None, self.config.node_id):
                 continue  # held by another process sharing the database
@@ -200,9 +202,14 @@ class LwM2MServer:
                 # once its Update gets 4.04.
                 log.warning("skipping unreadable registration id=%s: %s", rec.registration_id, exc)
                 continue
+            if self._deadline(reg) <= now and await self._drop_expired_at_load(store, reg):
+                expired += 1
+                continue
             self._regs[reg.endpoint] = reg
             self._by_id[reg.registration_id] = reg.endpoint
             self._schedule_expiry(reg)
+        if expired:
+            log.info("%d registrations expired while the server was down: dropped", expired)
         for obs_rec in await store.list_observations():
             self._dormant.setdefault(obs_rec.registration_id, []).append(obs_rec)
         for pending in await store.list_pending_requests():
@@ -219,6 +226,22 @@ class LwM2MServer:
                 await store.delete_pending_request(pending.id)
                 continue
             self._pending.append(pending.endpoint, PendingRequest(spec, pending.id, None))
+
+    async def _drop_expired_at_load(self, store: AsyncStore, reg: Registration) -> bool:
+        """Delete a registration whose lifetime ran out while the server was down, before
+        anything sees it: it is not online, and nobody reads a device not heard from
+        (TS Core 1.1.1 §6.2.1: the server removes a registration past its lifetime).
+        False if the store refused: it is then loaded and expires right after start."""
+        try:
+            await store.delete_registration(reg.registration_id)  # observations cascade
+            await store.clear_pending_requests(reg.endpoint)
+        except StoreError:
+            log.exception("could not drop expired registration id=%s", reg.registration_id)
+            return False
+        log.debug(
+            "dropped expired ep=%s id=%s lt=%d", reg.endpoint, reg.registration_id, reg.lifetime
+        )
+        return True
 
     async def stop(self) -> None:
         """Stop serving. Persisted state stays for the next :meth:`start`."""
