@@ -238,3 +238,40 @@ async def test_min_lifetime_above_max_lifetime_is_refused(tmp_path: Path) -> Non
         "--max-lifetime", "60", "--data-dir", str(tmp_path / "data"),
     )  # fmt: skip
     assert code == 2 and "--min-lifetime 600 is above --max-lifetime 60" in err
+
+
+async def test_lifetime_bounds_and_registration_cap_from_the_command_line(tmp_path: Path) -> None:
+    """``--min-lifetime``/``--max-lifetime``/``--max-registrations`` reach the LwM2M
+    server (docs/operator-guide.md "What the server does with registrations")."""
+    import aiocoap
+    from aiocoap.numbers.codes import Code
+
+    async with _server(
+        tmp_path, "--data-dir", str(tmp_path / "data"), "--min-lifetime", "30",
+        "--max-lifetime", "3600", "--max-registrations", "1",
+    ) as (server, _):  # fmt: skip
+        port = int((await server.wait_for(LISTENING)).group(1))
+        ctx = await aiocoap.Context.create_client_context()
+        try:
+
+            async def register(ep: str, lt: int) -> aiocoap.Message:
+                request = aiocoap.Message(
+                    code=Code.POST,
+                    uri=f"coap://127.0.0.1:{port}/rd?ep={ep}&lt={lt}&lwm2m=1.1",
+                    payload=b"</3/0>",
+                )
+                response: aiocoap.Message = await asyncio.wait_for(
+                    ctx.request(request).response, 10
+                )
+                return response
+
+            too_short = await register("a", 29)
+            assert too_short.code == Code.BAD_REQUEST
+            assert b"minimum 30 s" in too_short.payload
+            assert (await register("a", 3601)).code == Code.BAD_REQUEST
+            assert (await register("a", 3600)).code == Code.CREATED
+            full = await register("b", 60)
+            assert full.code == Code.SERVICE_UNAVAILABLE and full.opt.max_age == 60
+            await server.wait_for(re.compile(r"registration table full \(1 of max 1\)"))
+        finally:
+            await ctx.shutdown()
