@@ -8,7 +8,9 @@ side) with the same rules, so the two can never disagree.
 Rules and the choices made where the spec leaves room:
 - ``ep`` is mandatory, 1..255 UTF-8 bytes (:data:`MAX_ENDPOINT_BYTES`, a fotakit limit
   that fits URNs such as ``urn:imei:...`` with room to spare) and no control characters.
-- ``lt`` defaults to 86400 s and is a decimal integer in 0..2**32-1.
+- ``lt`` defaults to 86400 s and is a decimal integer in 0..2**32-1 (the wire format;
+  the server then applies its own narrower bounds, ``ServerConfig.min_lifetime`` ..
+  ``max_lifetime``, docs/operator-guide.md).
 - ``lwm2m`` is 1.0, 1.1 or 1.2; anything else answers 4.12 (:class:`UnsupportedVersion`).
   Absent, it is taken as 1.0 (a 1.0 client may omit it).
 - ``b`` defaults to ``U``. LwM2M 1.0 allows only U, UQ, S, SQ, US, UQS, with Q meaning
