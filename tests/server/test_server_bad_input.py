@@ -5,12 +5,14 @@ from __future__ import annotations
 import asyncio
 import os
 
+import aiocoap
 import pytest
 from aiocoap.numbers.codes import Code
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from server_fakes import FakeDevice, RawPeer, make_config
 
+from fotakit.coap import FastSite, create_endpoint
 from fotakit.lwm2m.objects import builtin_registry
 from fotakit.server import LwM2MServer
 
@@ -205,3 +207,70 @@ def test_fuzzed_register_requests_never_crash_or_corrupt(
             await server.stop()
 
     asyncio.run(scenario())
+
+
+async def test_register_with_an_unrecognised_critical_option_is_refused(
+    server: LwM2MServer,
+) -> None:
+    # RFC 7252 §5.4.1: option 65001 is odd, hence critical, and nobody registered it.
+    peer = RawPeer()
+    try:
+        unknown = ((65001, b"\x01"),)
+        mid = peer.send(
+            server.port, Code.POST, ("rd",), ["ep=crit", "lt=60"], b"</3/0>", extra_options=unknown
+        )
+        response = await asyncio.wait_for(peer.response_to(mid), 5)
+        assert response.code == Code.BAD_OPTION
+        assert b"65001" in response.payload
+        # A NON request with it is rejected: no answer. The CON Register sent after it is
+        # the first thing answered, and only that one registers.
+        peer.send(
+            server.port,
+            Code.POST,
+            ("rd",),
+            ["ep=crit-non", "lt=60"],
+            b"</3/0>",
+            extra_options=unknown,
+            confirmable=False,
+        )
+        mid = peer.send(server.port, Code.POST, ("rd",), ["ep=plain", "lt=60"], b"</3/0>")
+        first = await asyncio.wait_for(peer.receive(), 5)
+        assert (first.mid, first.code) == (mid, Code.CREATED)
+        # An elective unknown option (even number) is ignored, as §5.4.1 says.
+        mid = peer.send(
+            server.port,
+            Code.POST,
+            ("rd",),
+            ["ep=elective", "lt=60"],
+            b"</3/0>",
+            extra_options=((65000, b"\x01"),),
+        )
+        assert (await asyncio.wait_for(peer.response_to(mid), 5)).code == Code.CREATED
+    finally:
+        peer.close()
+    assert sorted(await registered_endpoints(server)) == ["elective", "plain"]
+
+
+class _AlwaysContent:
+    """A fast-path resource that serves everything at once (like /fw's blocks)."""
+
+    def render_now(self, request: aiocoap.Message, subpath: object) -> aiocoap.Message:
+        return aiocoap.Message(code=Code.CONTENT, payload=b"block")
+
+
+async def test_fast_path_refuses_a_request_with_an_unrecognised_critical_option() -> None:
+    site = FastSite()
+    site.add_fast_resource("fw", _AlwaysContent())
+    ctx, port = await create_endpoint(site, "127.0.0.1", 0)
+    peer = RawPeer()
+    try:
+        mid = peer.send(port, Code.GET, ("fw", "x"), extra_options=((65001, b"\x01"),))
+        response = await asyncio.wait_for(peer.response_to(mid), 5)
+        assert response.code == Code.BAD_OPTION
+        mid = peer.send(port, Code.GET, ("fw", "x"), extra_options=((1, b"\x01"),))
+        assert (await asyncio.wait_for(peer.response_to(mid), 5)).code == Code.BAD_OPTION
+        mid = peer.send(port, Code.GET, ("fw", "x"))
+        assert (await asyncio.wait_for(peer.response_to(mid), 5)).code == Code.CONTENT
+    finally:
+        peer.close()
+        await ctx.shutdown()
