@@ -274,3 +274,85 @@ async def test_fast_path_refuses_a_request_with_an_unrecognised_critical_option(
     finally:
         peer.close()
         await ctx.shutdown()
+
+
+def _block1(num: int, more: bool, szx: int) -> tuple[tuple[int, bytes], ...]:
+    """A raw Block1 option (RFC 7959 §2.2: NUM, M, SZX in 0 to 4 bytes, minimal length)."""
+    value = num << 4 | int(more) << 3 | szx
+    return ((27, value.to_bytes((value.bit_length() + 7) // 8, "big")),)
+
+
+REGISTER_BODY = b",".join(b"</3/%d>" % i for i in range(12))  # 85 bytes
+
+
+@pytest.mark.parametrize(
+    ("blocks", "expected"),
+    [
+        # RFC 7959 §2.5: a gap (block 2 after block 0) is 4.08.
+        (
+            [(0, True, 0, REGISTER_BODY[:16]), (2, False, 0, REGISTER_BODY[32:])],
+            Code.REQUEST_ENTITY_INCOMPLETE,
+        ),
+        # A block > 0 with no block 0 before it.
+        ([(3, False, 0, REGISTER_BODY[48:])], Code.REQUEST_ENTITY_INCOMPLETE),
+        # The block size grows mid-transfer (RFC 7959 §2.3 lets a client only lower it).
+        (
+            [
+                (0, True, 0, REGISTER_BODY[:16]),
+                (1, True, 0, REGISTER_BODY[16:32]),
+                (1, False, 1, REGISTER_BODY[32:]),
+            ],
+            Code.REQUEST_ENTITY_INCOMPLETE,
+        ),
+        # SZX 7 is reserved over UDP; NUM has at most 20 bits.
+        ([(0, True, 7, REGISTER_BODY[:16])], Code.BAD_REQUEST),
+        ([(1 << 20, False, 0, REGISTER_BODY[:16])], Code.BAD_REQUEST),
+        # A non-final block whose payload is not the block size.
+        ([(0, True, 1, REGISTER_BODY[:16])], Code.BAD_REQUEST),
+    ],
+)
+async def test_inconsistent_block1_register_gets_rfc_7959_codes(
+    server: LwM2MServer, blocks: list[tuple[int, bool, int, bytes]], expected: Code
+) -> None:
+    peer = RawPeer()
+    try:
+        for i, (num, more, szx, chunk) in enumerate(blocks):
+            mid = peer.send(
+                server.port,
+                Code.POST,
+                ("rd",),
+                ["ep=blocky", "lt=60"],
+                chunk,
+                extra_options=_block1(num, more, szx),
+            )
+            response = await asyncio.wait_for(peer.response_to(mid), 5)
+            if i < len(blocks) - 1:
+                assert response.code == Code.CONTINUE
+        assert response.code == expected
+    finally:
+        peer.close()
+    assert await registered_endpoints(server) == []
+
+
+async def test_block1_register_may_lower_the_block_size_and_registers(server: LwM2MServer) -> None:
+    peer = RawPeer()
+    try:
+        # 32-byte block 0, then 16-byte blocks from offset 32 on (RFC 7959 §2.3).
+        blocks = [(0, True, 1, REGISTER_BODY[:32])] + [
+            (n, (n + 1) * 16 < len(REGISTER_BODY), 0, REGISTER_BODY[n * 16 : (n + 1) * 16])
+            for n in range(2, -(-len(REGISTER_BODY) // 16))
+        ]
+        for num, more, szx, chunk in blocks:
+            mid = peer.send(
+                server.port,
+                Code.POST,
+                ("rd",),
+                ["ep=lowered", "lt=60"],
+                chunk,
+                extra_options=_block1(num, more, szx),
+            )
+            response = await asyncio.wait_for(peer.response_to(mid), 5)
+        assert response.code == Code.CREATED
+    finally:
+        peer.close()
+    assert await registered_endpoints(server) == ["lowered"]

@@ -23,6 +23,11 @@ one place that reaches into aiocoap for that, per context, by instance attribute
   once (``Request._stop_interest``), not at its next notification, so that the very next
   notification on it is unknown and gets its RST.
 
+Server side, block-wise requests (RFC 7959 §2.5): aiocoap's ``Block1Spool`` lets a gap or
+an overlap in a Block1 transfer escape as a bare ``ValueError`` (5.00 Internal Server
+Error). :class:`StrictBlock1Spool` answers what RFC 7959 says instead, and
+:func:`use_strict_block1` puts it on a resource (the instance's ``_block1``).
+
 ``tests/coap/test_compat.py`` checks each of these on the wire with raw UDP sockets and
 fails on an aiocoap other than :data:`VERIFIED_AIOCOAP` until it is checked again.
 """
@@ -33,6 +38,8 @@ import contextvars
 from typing import Any, Final
 
 import aiocoap
+from aiocoap import error
+from aiocoap.blockwise import Block1Spool, IncompleteException, _extract_block_key
 from aiocoap.numbers.codes import Code
 from aiocoap.numbers.types import ACK, NON, RST
 from aiocoap.tokenmanager import TokenManager
@@ -146,3 +153,56 @@ def stop_observing(handle: Any) -> None:
     stop_interest = getattr(handle, "_stop_interest", None)
     if callable(stop_interest):
         stop_interest()
+
+
+#: RFC 7959 §2.2: NUM is at most 20 bits (the option is 0 to 3 bytes long).
+_MAX_BLOCK_NUMBER: Final = (1 << 20) - 1
+
+
+class StrictBlock1Spool(Block1Spool):  # type: ignore[misc]
+    """aiocoap's Block1 reassembly with RFC 7959's answers to a transfer gone wrong.
+
+    * A Block1 value that cannot be right -- SZX 7 (reserved on UDP; BERT is for reliable
+      transports only, RFC 8323 §6) or a NUM beyond 20 bits (RFC 7959 §2.2) -- is
+      4.00 Bad Request. (So is a non-final block whose payload is not the block size;
+      aiocoap already says that.)
+    * A block that does not continue the body received so far -- a gap, an overlap, a
+      block > 0 with no block 0 before it, or a block size *larger* than the one used
+      so far (RFC 7959 §2.3 lets a client only keep or lower it) -- is 4.08 Request
+      Entity Incomplete (RFC 7959 §2.5, §2.9.2). A lower size whose offset continues the
+      body is accepted, as §2.3 asks.
+    """
+
+    def feed_and_take(self, req: aiocoap.Message) -> aiocoap.Message:
+        block1 = req.opt.block1
+        if block1 is None:
+            return req
+        if block1.size_exponent == 7:
+            raise error.BadRequest("Block1 SZX 7 is reserved over UDP (RFC 7959 §2.2)")
+        if block1.block_number > _MAX_BLOCK_NUMBER:
+            raise error.BadRequest("Block1 NUM exceeds 20 bits (RFC 7959 §2.2)")
+        if block1.more and len(req.payload) != block1.size:
+            # aiocoap checks this for later blocks only; block 0 too (RFC 7959 §2.3).
+            raise error.BadRequest("Block1 payload size does not match SZX")
+        if block1.block_number > 0:
+            try:
+                so_far = self._assemblies[_extract_block_key(req)]
+            except KeyError:
+                raise IncompleteException("Block1 transfer without block 0") from None
+            if block1.size_exponent > so_far.opt.block1.size_exponent:
+                raise IncompleteException("Block1 size grew during the transfer")
+        try:
+            return super().feed_and_take(req)
+        except error.RenderableError:
+            raise
+        except ValueError:
+            # aiocoap's "gaps or overlaps in data" (Message._append_request_block).
+            raise IncompleteException(
+                f"Block1 block {block1.block_number} does not continue the body"
+            ) from None
+
+
+def use_strict_block1(resource: Any) -> Any:
+    """Give an aiocoap ``Resource`` the :class:`StrictBlock1Spool`; returns the resource."""
+    resource._block1 = StrictBlock1Spool()
+    return resource
