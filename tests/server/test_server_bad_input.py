@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 
 import aiocoap
@@ -356,3 +357,38 @@ async def test_block1_register_may_lower_the_block_size_and_registers(server: Lw
     finally:
         peer.close()
     assert await registered_endpoints(server) == ["lowered"]
+
+
+def _bad_utf8_datagrams() -> list[bytes]:
+    """Well-framed CoAP requests whose Uri-Path or Uri-Query is not UTF-8, and non-CoAP."""
+    return [
+        b"\x40\x02\x00\x01\xb1\xff",  # CON POST, Uri-Path 0xff
+        b"\x50\x01\x00\x02\xb2\xc3\x28",  # NON GET, Uri-Path with a broken sequence
+        b"\x40\x02\x00\x03\xb2rd\x42\xfe\xfe",  # CON POST /rd, Uri-Query 0xfefe
+        b"\x40\x02\x00\x04\xf0",  # option delta 15 without the payload marker: unparsable
+        b"\x80\x01\x00\x05",  # CoAP version 2: unparsable
+    ]
+
+
+async def test_malformed_datagrams_are_counted_and_logged_without_tracebacks(
+    server: LwM2MServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    datagrams = _bad_utf8_datagrams()
+    peer = RawPeer()
+    try:
+        for i in range(200):
+            peer.send_raw(server.port, datagrams[i % len(datagrams)])
+        # Datagrams on loopback arrive in order: once this Register is answered, all the
+        # garbage before it has been through the server.
+        mid = peer.send(server.port, Code.POST, ("rd",), ["ep=after-garbage", "lt=60"], b"</3/0>")
+        response = await asyncio.wait_for(peer.response_to(mid), 5)
+        assert response.code == Code.CREATED
+    finally:
+        peer.close()
+    loud = [r for r in caplog.records if r.levelno >= logging.WARNING]
+    assert 1 <= len(loud) <= 3, [r.getMessage() for r in loud]
+    assert all(r.exc_info is None and "Traceback" not in r.getMessage() for r in caplog.records)
+    assert "malformed" in loud[0].getMessage()
+    assert server.malformed_datagrams == 200
+    assert await registered_endpoints(server) == ["after-garbage"]
