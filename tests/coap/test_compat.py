@@ -8,6 +8,7 @@ on another aiocoap release they fail until someone has read those internals agai
 from __future__ import annotations
 
 import asyncio
+import logging
 import socket
 from collections.abc import AsyncIterator, Iterator
 
@@ -21,6 +22,7 @@ from aiocoap.numbers.types import ACK, CON, NON, RST
 from fotakit.coap import create_endpoint
 from fotakit.coap.compat import (
     VERIFIED_AIOCOAP,
+    MalformedDatagrams,
     reset_unknown_notifications,
     send_observation_cancel,
     stop_observing,
@@ -141,3 +143,23 @@ async def test_a_piggybacked_answer_completes_the_cancel_even_with_an_observe_op
     await peer.send(answer, addr)
     got = await asyncio.wait_for(handle.response, WAIT)
     assert got.code == Code.CONTENT and got.opt.observe == 4
+
+
+def test_malformed_datagrams_are_summarised_once_per_interval(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    now = [100.0]
+    counter = MalformedDatagrams(logging.getLogger("test.malformed"), 60.0, lambda: now[0])
+    with caplog.at_level(logging.WARNING, logger="test.malformed"):
+        counter.note(("::1", 5683), "first")
+        for _ in range(99):
+            now[0] += 0.5
+            counter.note(("::1", 5683), "flood")
+        assert len(caplog.records) == 1  # 49.5 s later: still inside the interval
+        now[0] += 11
+        counter.note(("::1", 5684), "later")
+    assert counter.count == 101
+    first, second = (r.getMessage() for r in caplog.records)
+    assert first.startswith("dropped 1 malformed") and "first" in first
+    assert second.startswith("dropped 100 malformed") and "(101 since start)" in second
+    assert "[::1]:5684" in second

@@ -11,6 +11,7 @@ from pathlib import Path
 import aiocoap
 import pytest
 from aiocoap.numbers.codes import Code
+from aiocoap.numbers.optionnumbers import OptionNumber
 from aiocoap.optiontypes import BlockOption
 from repo_helpers import BuildFn, payload_of, skip_or_fail
 
@@ -358,3 +359,18 @@ def test_fast_path_answers_cached_blocks_and_declines_everything_else(
     assert resource.render_now(request(), ["0" * 64]) is None
     assert resource.render_now(request(), [record.id, "nope"]) is None
     assert resource.render_now(request(block2=Block(10_000, False, 6)), [record.id]) is None
+
+
+async def test_a_block_request_with_an_unrecognised_critical_option_gets_4_02(
+    coap_port: int, client: aiocoap.Context, package: tuple[PackageRecord, bytes]
+) -> None:
+    # RFC 7252 §5.4.1: 65001 is odd (critical) and unknown: no 2.05 with the block.
+    record, _ = package
+    request = aiocoap.Message(code=Code.GET, uri=_uri(coap_port, record))
+    request.opt.block2 = Block(0, 0, 4)
+    request.opt.add_option(OptionNumber(65001).create_option(decode=b"\x01"))
+    response = await asyncio.wait_for(
+        client.request(request, handle_blockwise=False).response, TIMEOUT
+    )
+    assert response.code == Code.BAD_OPTION
+    assert response.opt.block2 is None

@@ -287,12 +287,18 @@ class RawPeer:
         path: tuple[str, ...],
         query: list[str] | None = None,
         payload: bytes = b"",
+        *,
+        extra_options: tuple[tuple[int, bytes], ...] = (),
+        confirmable: bool = True,
     ) -> int:
+        from aiocoap.numbers.optionnumbers import OptionNumber
         from aiocoap.numbers.types import Type
 
         self._mid += 1
         msg = aiocoap.Message(code=code, payload=payload)
-        msg.mtype = Type.CON
+        msg.mtype = Type.CON if confirmable else Type.NON
+        for number, value in extra_options:
+            msg.opt.add_option(OptionNumber(number).create_option(decode=value))
         msg.mid = self._mid
         msg.token = self._mid.to_bytes(2, "big")
         msg.opt.uri_path = path

@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 
+import aiocoap
 import pytest
 from aiocoap.numbers.codes import Code
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from server_fakes import FakeDevice, RawPeer, make_config
 
+from fotakit.coap import FastSite, create_endpoint
 from fotakit.lwm2m.objects import builtin_registry
 from fotakit.server import LwM2MServer
 
@@ -205,3 +208,187 @@ def test_fuzzed_register_requests_never_crash_or_corrupt(
             await server.stop()
 
     asyncio.run(scenario())
+
+
+async def test_register_with_an_unrecognised_critical_option_is_refused(
+    server: LwM2MServer,
+) -> None:
+    # RFC 7252 §5.4.1: option 65001 is odd, hence critical, and nobody registered it.
+    peer = RawPeer()
+    try:
+        unknown = ((65001, b"\x01"),)
+        mid = peer.send(
+            server.port, Code.POST, ("rd",), ["ep=crit", "lt=60"], b"</3/0>", extra_options=unknown
+        )
+        response = await asyncio.wait_for(peer.response_to(mid), 5)
+        assert response.code == Code.BAD_OPTION
+        assert b"65001" in response.payload
+        # A NON request with it is rejected: no answer. The CON Register sent after it is
+        # the first thing answered, and only that one registers.
+        peer.send(
+            server.port,
+            Code.POST,
+            ("rd",),
+            ["ep=crit-non", "lt=60"],
+            b"</3/0>",
+            extra_options=unknown,
+            confirmable=False,
+        )
+        mid = peer.send(server.port, Code.POST, ("rd",), ["ep=plain", "lt=60"], b"</3/0>")
+        first = await asyncio.wait_for(peer.receive(), 5)
+        assert (first.mid, first.code) == (mid, Code.CREATED)
+        # An elective unknown option (even number) is ignored, as §5.4.1 says.
+        mid = peer.send(
+            server.port,
+            Code.POST,
+            ("rd",),
+            ["ep=elective", "lt=60"],
+            b"</3/0>",
+            extra_options=((65000, b"\x01"),),
+        )
+        assert (await asyncio.wait_for(peer.response_to(mid), 5)).code == Code.CREATED
+    finally:
+        peer.close()
+    assert sorted(await registered_endpoints(server)) == ["elective", "plain"]
+
+
+class _AlwaysContent:
+    """A fast-path resource that serves everything at once (like /fw's blocks)."""
+
+    def render_now(self, request: aiocoap.Message, subpath: object) -> aiocoap.Message:
+        return aiocoap.Message(code=Code.CONTENT, payload=b"block")
+
+
+async def test_fast_path_refuses_a_request_with_an_unrecognised_critical_option() -> None:
+    site = FastSite()
+    site.add_fast_resource("fw", _AlwaysContent())
+    ctx, port = await create_endpoint(site, "127.0.0.1", 0)
+    peer = RawPeer()
+    try:
+        mid = peer.send(port, Code.GET, ("fw", "x"), extra_options=((65001, b"\x01"),))
+        response = await asyncio.wait_for(peer.response_to(mid), 5)
+        assert response.code == Code.BAD_OPTION
+        mid = peer.send(port, Code.GET, ("fw", "x"), extra_options=((1, b"\x01"),))
+        assert (await asyncio.wait_for(peer.response_to(mid), 5)).code == Code.BAD_OPTION
+        mid = peer.send(port, Code.GET, ("fw", "x"))
+        assert (await asyncio.wait_for(peer.response_to(mid), 5)).code == Code.CONTENT
+    finally:
+        peer.close()
+        await ctx.shutdown()
+
+
+def _block1(num: int, more: bool, szx: int) -> tuple[tuple[int, bytes], ...]:
+    """A raw Block1 option (RFC 7959 §2.2: NUM, M, SZX in 0 to 4 bytes, minimal length)."""
+    value = num << 4 | int(more) << 3 | szx
+    return ((27, value.to_bytes((value.bit_length() + 7) // 8, "big")),)
+
+
+REGISTER_BODY = b",".join(b"</3/%d>" % i for i in range(12))  # 85 bytes
+
+
+@pytest.mark.parametrize(
+    ("blocks", "expected"),
+    [
+        # RFC 7959 §2.5: a gap (block 2 after block 0) is 4.08.
+        (
+            [(0, True, 0, REGISTER_BODY[:16]), (2, False, 0, REGISTER_BODY[32:])],
+            Code.REQUEST_ENTITY_INCOMPLETE,
+        ),
+        # A block > 0 with no block 0 before it.
+        ([(3, False, 0, REGISTER_BODY[48:])], Code.REQUEST_ENTITY_INCOMPLETE),
+        # The block size grows mid-transfer (RFC 7959 §2.3 lets a client only lower it).
+        (
+            [
+                (0, True, 0, REGISTER_BODY[:16]),
+                (1, True, 0, REGISTER_BODY[16:32]),
+                (1, False, 1, REGISTER_BODY[32:]),
+            ],
+            Code.REQUEST_ENTITY_INCOMPLETE,
+        ),
+        # SZX 7 is reserved over UDP; NUM has at most 20 bits.
+        ([(0, True, 7, REGISTER_BODY[:16])], Code.BAD_REQUEST),
+        ([(1 << 20, False, 0, REGISTER_BODY[:16])], Code.BAD_REQUEST),
+        # A non-final block whose payload is not the block size.
+        ([(0, True, 1, REGISTER_BODY[:16])], Code.BAD_REQUEST),
+    ],
+)
+async def test_inconsistent_block1_register_gets_rfc_7959_codes(
+    server: LwM2MServer, blocks: list[tuple[int, bool, int, bytes]], expected: Code
+) -> None:
+    peer = RawPeer()
+    try:
+        for i, (num, more, szx, chunk) in enumerate(blocks):
+            mid = peer.send(
+                server.port,
+                Code.POST,
+                ("rd",),
+                ["ep=blocky", "lt=60"],
+                chunk,
+                extra_options=_block1(num, more, szx),
+            )
+            response = await asyncio.wait_for(peer.response_to(mid), 5)
+            if i < len(blocks) - 1:
+                assert response.code == Code.CONTINUE
+        assert response.code == expected
+    finally:
+        peer.close()
+    assert await registered_endpoints(server) == []
+
+
+async def test_block1_register_may_lower_the_block_size_and_registers(server: LwM2MServer) -> None:
+    peer = RawPeer()
+    try:
+        # 32-byte block 0, then 16-byte blocks from offset 32 on (RFC 7959 §2.3).
+        blocks = [(0, True, 1, REGISTER_BODY[:32])] + [
+            (n, (n + 1) * 16 < len(REGISTER_BODY), 0, REGISTER_BODY[n * 16 : (n + 1) * 16])
+            for n in range(2, -(-len(REGISTER_BODY) // 16))
+        ]
+        for num, more, szx, chunk in blocks:
+            mid = peer.send(
+                server.port,
+                Code.POST,
+                ("rd",),
+                ["ep=lowered", "lt=60"],
+                chunk,
+                extra_options=_block1(num, more, szx),
+            )
+            response = await asyncio.wait_for(peer.response_to(mid), 5)
+        assert response.code == Code.CREATED
+    finally:
+        peer.close()
+    assert await registered_endpoints(server) == ["lowered"]
+
+
+def _bad_utf8_datagrams() -> list[bytes]:
+    """Well-framed CoAP requests whose Uri-Path or Uri-Query is not UTF-8, and non-CoAP."""
+    return [
+        b"\x40\x02\x00\x01\xb1\xff",  # CON POST, Uri-Path 0xff
+        b"\x50\x01\x00\x02\xb2\xc3\x28",  # NON GET, Uri-Path with a broken sequence
+        b"\x40\x02\x00\x03\xb2rd\x42\xfe\xfe",  # CON POST /rd, Uri-Query 0xfefe
+        b"\x40\x02\x00\x04\xf0",  # option delta 15 without the payload marker: unparsable
+        b"\x80\x01\x00\x05",  # CoAP version 2: unparsable
+    ]
+
+
+async def test_malformed_datagrams_are_counted_and_logged_without_tracebacks(
+    server: LwM2MServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    datagrams = _bad_utf8_datagrams()
+    peer = RawPeer()
+    try:
+        for i in range(200):
+            peer.send_raw(server.port, datagrams[i % len(datagrams)])
+        # Datagrams on loopback arrive in order: once this Register is answered, all the
+        # garbage before it has been through the server.
+        mid = peer.send(server.port, Code.POST, ("rd",), ["ep=after-garbage", "lt=60"], b"</3/0>")
+        response = await asyncio.wait_for(peer.response_to(mid), 5)
+        assert response.code == Code.CREATED
+    finally:
+        peer.close()
+    loud = [r for r in caplog.records if r.levelno >= logging.WARNING]
+    assert 1 <= len(loud) <= 3, [r.getMessage() for r in loud]
+    assert all(r.exc_info is None and "Traceback" not in r.getMessage() for r in caplog.records)
+    assert "malformed" in loud[0].getMessage()
+    assert server.malformed_datagrams == 200
+    assert await registered_endpoints(server) == ["after-garbage"]

@@ -14,7 +14,9 @@ from typing import Any, Protocol
 
 import aiocoap
 import aiocoap.resource
+from aiocoap.numbers.codes import Code
 from aiocoap.numbers.constants import TransportTuning
+from aiocoap.numbers.types import NON
 
 # aiocoap binds UDP sockets with SO_REUSEPORT unless told otherwise. With it, the kernel
 # hands the same ephemeral port to two sockets (seen: 129 duplicates in 3000 binds to port
@@ -54,6 +56,47 @@ class TransportParams:
         return float(
             self.ack_timeout * (2 ** (self.max_retransmit + 1) - 1) * self.ack_random_factor
         )
+
+
+#: The critical options (RFC 7252 §5.4.1: odd numbers) a fotakit endpoint acts on when it
+#: serves a request: Uri-Host, Uri-Port, Uri-Path, Uri-Path-Abbrev and Uri-Query pick the
+#: resource (RFC 7252 §5.10.1-2), Accept (§5.10.4), Block2 and Block1 (RFC 7959 §2.1).
+#: Every other critical option is unrecognised -- If-Match and If-None-Match (no resource
+#: here is conditional), OSCORE, Q-Block1/2 (RFC 9177 §4.3 asks for 4.02 then), Proxy-Uri
+#: and Proxy-Scheme (we are no proxy) and any number nobody registered.
+RECOGNISED_CRITICAL_OPTIONS: frozenset[int] = frozenset({3, 7, 11, 13, 15, 17, 23, 27})
+
+#: No-Response (RFC 7967 §2.1) suppressing every response class: how a NON request is
+#: *rejected* without an answer (RFC 7252 §4.3) by a pipe that must end with a message.
+_SUPPRESS_ALL = 2 | 8 | 16
+
+
+def unrecognised_critical_options(request: aiocoap.Message) -> list[int]:
+    """The numbers of the critical options in ``request`` this endpoint does not know."""
+    return [
+        int(option.number)
+        for option in request.opt.option_list()
+        if option.number & 1 and int(option.number) not in RECOGNISED_CRITICAL_OPTIONS
+    ]
+
+
+def bad_option_response(request: aiocoap.Message) -> aiocoap.Message | None:
+    """The answer RFC 7252 §5.4.1 wants to a request with an unrecognised critical option.
+
+    4.02 Bad Option naming the options (a diagnostic payload, RFC 7252 §5.5.2) for a CON
+    request; a NON request is rejected (RFC 7252 §4.3), i.e. gets no answer at all. None
+    when every critical option is recognised.
+    """
+    unknown = unrecognised_critical_options(request)
+    if not unknown:
+        return None
+    names = ", ".join(str(number) for number in unknown)
+    response = aiocoap.Message(
+        code=Code.BAD_OPTION, payload=f"unrecognised critical option {names}".encode()
+    )
+    if request.mtype is NON:
+        response.opt.no_response = _SUPPRESS_ALL
+    return response
 
 
 class FastRenderer(Protocol):
@@ -99,11 +142,20 @@ class FastSite(aiocoap.resource.Site):  # type: ignore[misc]
 class _FastPathContext(aiocoap.Context):  # type: ignore[misc]
     """``aiocoap.Context`` that lets a :class:`FastSite` answer before a render task exists.
 
+    It is also the one door every incoming request passes, so it refuses those carrying an
+    unrecognised critical option (:func:`bad_option_response`) for every resource at once.
+
     Overrides ``Context.render_to_pipe`` (the token manager's entry for each incoming
     request, aiocoap 0.4.17); anything the site declines goes to aiocoap's implementation.
     """
 
     def render_to_pipe(self, pipe: Any) -> None:
+        # Before any resource sees it: a request with a critical option nobody here
+        # understands must not be served as if the option were absent (RFC 7252 §5.4.1).
+        refused = bad_option_response(pipe.request)
+        if refused is not None:
+            pipe.add_response(refused, is_last=True)
+            return
         site = self.serversite
         if isinstance(site, FastSite):
             response = site.render_now(pipe.request)

@@ -23,6 +23,18 @@ one place that reaches into aiocoap for that, per context, by instance attribute
   once (``Request._stop_interest``), not at its next notification, so that the very next
   notification on it is unknown and gets its RST.
 
+Server side, block-wise requests (RFC 7959 §2.5): aiocoap's ``Block1Spool`` lets a gap or
+an overlap in a Block1 transfer escape as a bare ``ValueError`` (5.00 Internal Server
+Error). :class:`StrictBlock1Spool` answers what RFC 7959 says instead, and
+:func:`use_strict_block1` puts it on a resource (the instance's ``_block1``).
+
+Malformed datagrams: aiocoap's UDP transport logs a WARNING for each datagram it cannot
+parse, and a Uri-Path, Uri-Query or other text option that is not UTF-8 (RFC 7252 §3.2:
+string options are UTF-8) escapes its parser as ``UnicodeDecodeError`` and is logged by
+asyncio with a full traceback -- 1.7 kB for a 10-byte datagram, a log flood for anyone
+who sends garbage. :func:`count_malformed_datagrams` makes both one counter
+(:class:`MalformedDatagrams`) with at most one summarising WARNING line per interval.
+
 ``tests/coap/test_compat.py`` checks each of these on the wire with raw UDP sockets and
 fails on an aiocoap other than :data:`VERIFIED_AIOCOAP` until it is checked again.
 """
@@ -30,9 +42,14 @@ fails on an aiocoap other than :data:`VERIFIED_AIOCOAP` until it is checked agai
 from __future__ import annotations
 
 import contextvars
+import logging
+import time
+from collections.abc import Callable
 from typing import Any, Final
 
 import aiocoap
+from aiocoap import error
+from aiocoap.blockwise import Block1Spool, IncompleteException, _extract_block_key
 from aiocoap.numbers.codes import Code
 from aiocoap.numbers.types import ACK, NON, RST
 from aiocoap.tokenmanager import TokenManager
@@ -146,3 +163,159 @@ def stop_observing(handle: Any) -> None:
     stop_interest = getattr(handle, "_stop_interest", None)
     if callable(stop_interest):
         stop_interest()
+
+
+#: RFC 7959 §2.2: NUM is at most 20 bits (the option is 0 to 3 bytes long).
+_MAX_BLOCK_NUMBER: Final = (1 << 20) - 1
+
+
+class StrictBlock1Spool(Block1Spool):  # type: ignore[misc]
+    """aiocoap's Block1 reassembly with RFC 7959's answers to a transfer gone wrong.
+
+    * A Block1 value that cannot be right -- SZX 7 (reserved on UDP; BERT is for reliable
+      transports only, RFC 8323 §6) or a NUM beyond 20 bits (RFC 7959 §2.2) -- is
+      4.00 Bad Request. (So is a non-final block whose payload is not the block size;
+      aiocoap already says that.)
+    * A block that does not continue the body received so far -- a gap, an overlap, a
+      block > 0 with no block 0 before it, or a block size *larger* than the one used
+      so far (RFC 7959 §2.3 lets a client only keep or lower it) -- is 4.08 Request
+      Entity Incomplete (RFC 7959 §2.5, §2.9.2). A lower size whose offset continues the
+      body is accepted, as §2.3 asks.
+    """
+
+    def feed_and_take(self, req: aiocoap.Message) -> aiocoap.Message:
+        block1 = req.opt.block1
+        if block1 is None:
+            return req
+        if block1.size_exponent == 7:
+            raise error.BadRequest("Block1 SZX 7 is reserved over UDP (RFC 7959 §2.2)")
+        if block1.block_number > _MAX_BLOCK_NUMBER:
+            raise error.BadRequest("Block1 NUM exceeds 20 bits (RFC 7959 §2.2)")
+        if block1.more and len(req.payload) != block1.size:
+            # aiocoap checks this for later blocks only; block 0 too (RFC 7959 §2.3).
+            raise error.BadRequest("Block1 payload size does not match SZX")
+        if block1.block_number > 0:
+            try:
+                so_far = self._assemblies[_extract_block_key(req)]
+            except KeyError:
+                raise IncompleteException("Block1 transfer without block 0") from None
+            if block1.size_exponent > so_far.opt.block1.size_exponent:
+                raise IncompleteException("Block1 size grew during the transfer")
+        try:
+            return super().feed_and_take(req)
+        except error.RenderableError:
+            raise
+        except ValueError:
+            # aiocoap's "gaps or overlaps in data" (Message._append_request_block).
+            raise IncompleteException(
+                f"Block1 block {block1.block_number} does not continue the body"
+            ) from None
+
+
+def use_strict_block1(resource: Any) -> Any:
+    """Give an aiocoap ``Resource`` the :class:`StrictBlock1Spool`; returns the resource."""
+    resource._block1 = StrictBlock1Spool()
+    return resource
+
+
+#: aiocoap's (0.4.17, ``transports/udp6.py``) message for a datagram it cannot parse.
+_UNPARSABLE_WARNING: Final = "Ignoring unparsable message from %s"
+
+
+class MalformedDatagrams:
+    """How many datagrams an endpoint dropped as not CoAP, logged as a rate-limited summary.
+
+    ``count`` is the total since start. The first drop is logged at once; later ones are
+    summed and logged with the next drop that comes ``interval`` seconds or more after
+    the last line, so a flood costs one WARNING line per interval and no traceback.
+    """
+
+    def __init__(
+        self,
+        logger: logging.Logger,
+        interval: float = 60.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.count = 0
+        self.interval = interval
+        self._log = logger
+        self._clock = clock
+        self._unlogged = 0
+        self._next_line: float | None = None
+
+    def note(self, address: Any, reason: str) -> None:
+        """One datagram from ``address`` was dropped because of ``reason``."""
+        self.count += 1
+        self._unlogged += 1
+        now = self._clock()
+        if self._next_line is not None and now < self._next_line:
+            return
+        self._log.warning(
+            "dropped %d malformed CoAP datagram(s) (%d since start); latest from %s: %s",
+            self._unlogged,
+            self.count,
+            _host_port(address),
+            reason,
+        )
+        self._unlogged = 0
+        self._next_line = now + self.interval
+
+
+def _host_port(address: Any) -> str:
+    if isinstance(address, tuple) and len(address) >= 2:
+        return f"[{address[0]}]:{address[1]}"
+    return str(address)
+
+
+class _UnparsableToCounter:
+    """A UDP interface's logger, except that the per-datagram unparsable WARNING counts."""
+
+    def __init__(self, log: Any, counter: MalformedDatagrams) -> None:
+        self._wrapped = log
+        self._counter = counter
+
+    def warning(self, msg: Any, *args: Any, **kwargs: Any) -> None:
+        if msg == _UNPARSABLE_WARNING and args:
+            self._counter.note(args[0], "not a CoAP message")
+            return
+        self._wrapped.warning(msg, *args, **kwargs)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._wrapped, name)
+
+
+def count_malformed_datagrams(ctx: aiocoap.Context, counter: MalformedDatagrams) -> int:
+    """Route ``ctx``'s malformed-datagram drops to ``counter``; how many interfaces it hooked.
+
+    Per UDP message interface (instance attributes only): its logger, and its
+    ``datagram_msg_received`` (which the transport looks up per datagram), so that a
+    ``UnicodeDecodeError`` from decoding the datagram is counted instead of escaping to
+    asyncio's exception handler. Nothing else is caught: an error from dispatching a
+    well-formed message (which aiocoap logs itself, then re-raises) goes on as before.
+    """
+    hooked = 0
+    for iface in ctx.request_interfaces:
+        message_interface: Any = getattr(
+            getattr(iface, "token_interface", None), "message_interface", None
+        )
+        receive = getattr(message_interface, "datagram_msg_received", None)
+        if receive is None or getattr(message_interface, _MALFORMED_MARK, False):
+            continue
+        message_interface.log = _UnparsableToCounter(message_interface.log, counter)
+
+        def received(
+            data: bytes, ancdata: Any, flags: int, address: Any, _receive: Any = receive
+        ) -> None:
+            try:
+                _receive(data, ancdata, flags, address)
+            except UnicodeDecodeError:
+                # Raised only while decoding: dispatch happens after a complete decode.
+                counter.note(address, "text option is not UTF-8 (RFC 7252 §3.2)")
+
+        message_interface.datagram_msg_received = received
+        setattr(message_interface, _MALFORMED_MARK, True)
+        hooked += 1
+    return hooked
+
+
+_MALFORMED_MARK = "_fotakit_counts_malformed"

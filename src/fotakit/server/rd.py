@@ -27,6 +27,7 @@ import aiocoap.resource
 from aiocoap.numbers.codes import Code
 
 from fotakit.coap import FastSite
+from fotakit.coap.compat import use_strict_block1
 from fotakit.lwm2m.errors import LwM2MError
 from fotakit.lwm2m.registration import RegistrationError, UnsupportedVersion
 from fotakit.store.errors import InvalidRecord
@@ -139,8 +140,9 @@ class RegistrationResource(aiocoap.resource.Resource, aiocoap.resource.PathCapab
 
 def build_site(server: LwM2MServer) -> aiocoap.resource.Site:
     site = FastSite()
-    site.add_resource(["rd"], RegisterResource(server))
-    site.add_resource(["rd"], RegistrationResource(server))
+    # Register and Update payloads may come block-wise (RFC 7959 §2.5).
+    site.add_resource(["rd"], use_strict_block1(RegisterResource(server)))
+    site.add_resource(["rd"], use_strict_block1(RegistrationResource(server)))
     for path, resource in server.config.extra_resources:
         if len(path) == 1:
             site.add_fast_resource(path[0], resource)

@@ -57,7 +57,12 @@ import aiocoap
 import aiocoap.error
 
 from fotakit.coap import create_endpoint
-from fotakit.coap.compat import reset_unknown_notifications, send_observation_cancel
+from fotakit.coap.compat import (
+    MalformedDatagrams,
+    count_malformed_datagrams,
+    reset_unknown_notifications,
+    send_observation_cancel,
+)
 from fotakit.lwm2m import codecs
 from fotakit.lwm2m.attributes import NotificationAttributes
 from fotakit.lwm2m.codecs import CodecError, ContentFormat
@@ -152,6 +157,7 @@ class LwM2MServer:
         self._expiry_wake = asyncio.Event()
         self._expiry_task: asyncio.Task[None] | None = None
         self._stopping = False
+        self._malformed = MalformedDatagrams(log)
 
     # -- lifecycle ------------------------------------------------------------------------
 
@@ -166,6 +172,7 @@ class LwM2MServer:
                 build_site(self), self.config.host, self.config.port
             )
             reset_unknown_notifications(self._ctx)
+            count_malformed_datagrams(self._ctx, self._malformed)
             _widen_receive_buffer(self._ctx)
         except BaseException:
             if opened_here:
@@ -286,6 +293,11 @@ class LwM2MServer:
     def registrations(self) -> Mapping[str, Registration]:
         """Live registrations by endpoint name (a read-only view)."""
         return MappingProxyType(self._regs)
+
+    @property
+    def malformed_datagrams(self) -> int:
+        """Datagrams dropped since start because they are not well-formed CoAP."""
+        return self._malformed.count
 
     def get(self, endpoint: str) -> Registration | None:
         return self._regs.get(endpoint)
