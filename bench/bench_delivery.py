@@ -7,7 +7,7 @@ impairment relay (:class:`fotakit.sim.UdpRelay`) run in this process pinned to C
 - **CoAP Block2, lockstep** (RFC 7959; NSTART = 1): an aiocoap client fetches a 1 MiB
   package block by block with SZX 6 (1024 bytes), one request in flight, on loopback and
   through the relay adding 20 ms and 100 ms RTT (half each way, no loss). Efficiency
-  ``η = N_blocks x RTT / T`` against the lockstep limit (docs/performance-anchors.md §2).
+  ``η = N_blocks x RTT / T`` against the lockstep limit (docs/benchmarks.md, B2).
   libcoap's ``coap-client-notls -b 1024`` does the same download for comparison.
 - **HTTP**: ``curl`` downloads a 1 MiB and a 64 MiB package on loopback.
 - **Memory**: 50 clients at once against a fresh server per package size, 1 MiB and

@@ -1,4 +1,5 @@
-"""The pure Object 5 state machine: every row of lwm2m-reference.md §2, and properties.
+"""The pure Object 5 state machine: every row of OMA LwM2M TS Core 1.2 E.6 (the
+state diagram and the invalid-operation rules of /5/0), and properties.
 
 The reference's transition table and its invalid-operations table ("Suggested" column)
 are written out below as data; each row is one parametrized test. No sockets, no clock:

@@ -15,8 +15,9 @@ the CoAP code they are refused with; any other pair not in :data:`TRANSITIONS` i
 trigger, and changes nothing. Everything that affects the state machine lives in this
 file.
 
-Rules from the specification that the table encodes (see
-``lwm2m-reference.md`` §2 for the sources of each row):
+Rules from the specification that the table encodes (OMA LwM2M TS Core 1.2, Appendix
+E.6, Firmware Update object: the state diagram and the resource descriptions of /5/0/3
+and /5/0/5):
 
 - Update Result "MUST be reset" to 0 when a download or an update starts.
 - Reset: an empty Package URI or a Package of ``'\\0'`` (or empty, object 1.0) goes to

@@ -1,9 +1,9 @@
 """Health checks run on a trial boot: they decide between confirm() and revert().
 
 MCUboot leaves "is the new image good?" to the application, which must set ``image_ok``
-before the next reset (docs/design.md, "Boot swap types"); security-design §5 step 4 runs a
-self-test on the new slot. Here a check is anything with ``async def check() ->
-HealthResult``:
+before the next reset (the MCUboot design document, "Boot swap types"); the agent runs a
+self-test on the new slot during its trial boot (docs/agent-guide.md). Here a check is
+anything with ``async def check() -> HealthResult``:
 
 - :class:`CommandHealthCheck`: an operator command (exit status 0 = healthy), killed with
   its whole process group when it overruns its timeout;

@@ -22,7 +22,7 @@ docs/agent-guide.md), whenever a download, verification, installation or trial b
 and when a restart cut an update short. Failures that Object 5 decides by itself (an
 invalid URI, an unsupported protocol, an abandoned push) get the Update Result's meaning.
 
-The update flow (security-design §5 "A/B flow"): pull (:class:`Downloader`) or push
+The update flow (docs/agent-guide.md, "The update flow"): pull (:class:`Downloader`) or push
 (Block1 writes on /5/0/0) write the inactive slot while a
 :class:`~fotakit.packages.StreamingPackageVerifier` checks the bytes as they arrive, so a
 package that is not signed by a trust anchor, is for another device class, or is older

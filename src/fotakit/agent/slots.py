@@ -10,8 +10,8 @@ Layout under ``root``::
     slots/b/...
 
 The *active* slot holds the confirmed firmware (MCUboot's primary with ``image_ok``); the
-other slot is *inactive* and is the only one ever written. An update goes (security-design
-§5, "A/B flow"; MCUboot docs/design.md, "Boot swap types"):
+other slot is *inactive* and is the only one ever written. An update goes (docs/agent-guide.md,
+"The update flow"; the MCUboot design document, "Boot swap types"):
 
 1. :meth:`SlotStore.open_inactive` -> :class:`SlotWriter` (slot state ``writing``: a
    half-written slot is never booted), :meth:`SlotWriter.finish` (``complete``);
@@ -40,8 +40,9 @@ Anti-rollback
 ``highest_sequence`` is the verifier's ``min_sequence``: a package whose sequence number is
 *lower* is rejected (``RollbackRejected``, Update Result 6); an *equal* one is accepted, so
 the current release can be reinstalled (SUIT: "MUST reject any manifest that has a
-sequence number lower than its current sequence number"; security-design §5 "reject
-seq < highest_seq"). :meth:`SlotStore.mark_verified` re-checks it.
+sequence number lower than its current sequence number", RFC 9124, "Monotonic
+Sequence Number"; docs/package-format.md, "Anti-rollback").
+:meth:`SlotStore.mark_verified` re-checks it.
 """
 
 from __future__ import annotations

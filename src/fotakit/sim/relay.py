@@ -1,7 +1,7 @@
 """An in-process UDP relay that impairs the path between CoAP clients and a server.
 
 netem is not available where fotakit's benchmarks and simulator run, so the relay stands
-in for a slow, lossy radio link (docs/performance-anchors.md §7, "common harness"): each
+in for a slow, lossy radio link (docs/simulator.md, docs/benchmarks.md): each
 datagram is delayed by a fixed one-way ``delay`` plus uniform ``jitter``, dropped with
 probability ``loss`` (i.i.d., from a seeded RNG so runs repeat), and optionally serialised
 at ``bandwidth`` bytes per second. Each direction has its own :class:`Impairment` and its

@@ -23,7 +23,7 @@ The campaign's states and triggers form one table, :data:`TRANSITIONS`::
 
     DRAFT -> RUNNING -> (PAUSED <-> RUNNING) -> COMPLETED | ABORTED | CANCELLED
 
-Waves (anchors-fleet-managers.md §1a, §4): wave 0 is the canary (``canary`` devices, when
+Waves (docs/operator-guide.md, "Campaigns"): wave 0 is the canary (``canary`` devices, when
 > 0), then one wave per :class:`WaveSpec` (a percentage of the population or a count; the
 last wave takes the rest). A wave's *success gate* is the ratio of its devices that
 succeeded; when it is met, the *soak time* runs, then the next wave opens. Devices of

@@ -1,6 +1,6 @@
 """How fast a campaign starts devices: token buckets, jitter, a concurrency cap — pure.
 
-Answer to the thundering herd (anchors-fleet-managers.md §2 #5, ThingsBoard "packs", AWS
+Answer to the thundering herd (like ThingsBoard's "packs" and AWS IoT Jobs'
 ``maximumPerMinute``): a token bucket per campaign and one global bucket, both refilled at
 ``rate_per_minute`` up to ``burst`` tokens; starting one device takes one token from each.
 A seeded, per-device jitter spreads the actual starts; a cap bounds the transfers in flight.

@@ -3,14 +3,14 @@
 A :class:`TargetSpec` names devices by up to four criteria, all AND-ed: a device class
 (vendor/class ids as in the package manifest, or a class name), the exact firmware version
 the device runs now (/3/0/3 — compared exactly, never as a substring or prefix: 1.1.1 is not
-1.1.10, see anchors-fleet-managers.md §2 #11), tags (the device must carry every one), and
+1.1.10), tags (the device must carry every one), and
 an explicit list of endpoints. A :class:`DeviceView` is what the server knows about one
 device; :meth:`TargetSpec.matches` decides membership.
 
 :class:`SelectionMode` says when membership is decided: ``snapshot`` fixes the members when
 the campaign starts; ``continuous`` also admits devices that register later (optionally up
-to a cap) — anchors-fleet-managers.md §2 #7 (hawkBit dynamic rollouts, AWS continuous
-jobs, Mender dynamic groups that never finish unless capped).
+to a cap) — like hawkBit's dynamic rollouts and AWS IoT continuous jobs; a continuous
+campaign without a cap never finishes by itself.
 
 Bad specs raise :class:`TargetSpecError` (a ``ValueError``) naming the field.
 """

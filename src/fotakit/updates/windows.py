@@ -1,7 +1,7 @@
 """Maintenance windows in the device's own time zone (IANA names via :mod:`zoneinfo`), pure.
 
 The server enforces windows itself — it only starts (and executes) updates inside them —
-rather than relying on the client (anchors-fleet-managers.md §2 #9, hawkBit #2026).
+rather than relying on the client (docs/operator-guide.md, "Campaigns").
 
 A window is a list of rules, each "these weekdays, from HH:MM to HH:MM local time"::
 
