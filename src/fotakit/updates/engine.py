@@ -98,7 +98,6 @@ class UpdateEngine:
         policy: JobPolicy | None = None,
         clock: Callable[[], float] = time.time,
         inventory: Inventory | None = None,
-        bare_payload: Callable[[str], bool] = lambda _ep: False,
     ) -> None:
         self.server = server
         self.config = config
@@ -118,7 +117,6 @@ class UpdateEngine:
             clock=clock,
             op_timeout=config.op_timeout_s,
             on_state=self._on_state,
-            bare_payload=bare_payload,
             poll_s=config.poll_s,
             profile_for=self.profile_for,
         )

@@ -99,7 +99,6 @@ class JobDriver:
         clock: Clock = time.time,
         op_timeout: float = 30.0,
         on_state: StateHook | None = None,
-        bare_payload: Callable[[str], bool] = lambda _ep: False,
         poll_s: float = 60.0,
         profile_for: ProfileFor | None = None,
     ) -> None:
@@ -111,7 +110,6 @@ class JobDriver:
         self.clock = clock
         self.op_timeout = op_timeout
         self.on_state = on_state
-        self.bare_payload = bare_payload
         self.poll_s = poll_s
         self.profile_for: ProfileFor = profile_for or (
             lambda _ep: (BUILTIN_DEFAULT, "no device profiles configured")
@@ -183,18 +181,16 @@ class JobDriver:
                 job = jobs.UpdateJob.from_snapshot(snap, policy)
             else:
                 profile, why = self.profile_for(record.endpoint)
-                bare = profile.bare
-                if self.bare_payload(record.endpoint) and not bare:
-                    bare, why = True, f"{why}; bare payload forced by the server's configuration"
-                target = self.packages.target(record.package_id, bare_payload=bare)
+                target = self.packages.target(record.package_id, bare_payload=profile.bare)
                 job = jobs.UpdateJob(record.id, record.endpoint, target, policy)
                 chosen = {
-                    **profile.to_json(),
                     "profile": profile.name,
                     "why": why,
-                    "payload_form": "bare" if bare else "signed",
+                    "payload_form": profile.payload_form,
+                    "protocols": list(profile.protocols),
+                    "push": profile.push,
+                    "timeouts": dict(profile.timeouts),
                 }
-                del chosen["name"], chosen["description"]
         except Exception as exc:  # unknown package, corrupt snapshot
             log.error("cannot drive job %s: %s", record.id, exc)
             return None

@@ -109,7 +109,6 @@ class UpdateService:
         op_timeout_s: float = 120.0,
         poll_s: float = 60.0,
         inventory: Inventory | None = None,
-        bare_payload: Callable[[str], bool] = lambda _ep: False,
         clock: Callable[[], float] = time.time,
         global_rate: BucketConfig | None = None,
     ) -> None:
@@ -118,8 +117,8 @@ class UpdateService:
         repository (default: CoAP on the server's own address and port). ``inventory``:
         device class / version / tags / zone of an endpoint for campaign targets (default:
         a :class:`DeviceInventory` on ``server``, started and stopped with the service, which
-        reads /3/0 of each registering device). ``bare_payload``: which
-        endpoints get the bare payload instead of the signed package. ``global_rate``: devices
+        reads /3/0 of each registering device). Which devices get the bare payload instead of
+        the signed package is their device profile's (:meth:`put_profile`). ``global_rate``: devices
         started per minute over all campaigns and all processes sharing the database (the
         bucket is a database row); None for no fleet-wide limit."""
         self.server = server
@@ -136,7 +135,6 @@ class UpdateService:
             "poll_s": poll_s,
         }
         self._inventory = inventory
-        self._bare_payload = bare_payload
         self._clock = clock
         self._global_rate = global_rate
         self._engine: UpdateEngine | None = None
@@ -206,7 +204,6 @@ class UpdateService:
             policy=self.policy,
             clock=self._clock,
             inventory=inventory,
-            bare_payload=self._bare_payload,
         )
         if self._own_inventory is not None:
             self._engine.driver.add_listener(self._job_event)
